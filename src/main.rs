@@ -1,0 +1,4 @@
+//! The `causalkv` binary.
+fn main() {
+    println!("causalkv");
+}
