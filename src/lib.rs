@@ -6,3 +6,4 @@ pub mod rpc {
         tonic::include_proto!("causalkv.v1");
     }
 }
+pub mod domain;

@@ -1,0 +1,253 @@
+//! Peer liveness: who is in this node's view, with flap damping for peers that come back.
+//!
+//! A peer is `Up` (in the view), `Down` (suspected), or on `Probation` (reachable again, waiting
+//! out the grace period). A peer that restarted (new incarnation) or that we never heard from
+//! is admitted at once; a peer that was cut off and comes back with the same incarnation must
+//! stay reachable for the grace period first. Time is passed in; pure.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Liveness of one peer as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// In the view.
+    Up,
+    /// Suspected down; probed, not in the view.
+    Down,
+    /// Reachable again since the instant given; admitted once the grace period has passed.
+    Probation(Instant),
+}
+
+impl PeerState {
+    /// Short name for logs and the admin service.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerState::Up => "up",
+            PeerState::Down => "down",
+            PeerState::Probation(_) => "probation",
+        }
+    }
+}
+
+/// What we know of one peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Liveness.
+    pub state: PeerState,
+    /// The peer's incarnation (its start time); 0 until we hear from it.
+    pub incarnation: u64,
+}
+
+/// A state change worth logging and spreading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing changed.
+    None,
+    /// The peer entered the view.
+    Admitted,
+    /// The peer left the view.
+    Suspected,
+    /// The peer started its grace period.
+    OnProbation,
+}
+
+/// All peers of one node.
+#[derive(Clone, Debug)]
+pub struct PeerTable {
+    me: String,
+    grace: Duration,
+    peers: BTreeMap<String, Peer>,
+}
+
+impl PeerTable {
+    /// A table for node `me` whose start-up view is `view` (all assumed up).
+    pub fn new(me: &str, view: &[String], grace: Duration) -> Self {
+        let peers = view
+            .iter()
+            .filter(|p| p.as_str() != me)
+            .map(|p| {
+                (
+                    p.clone(),
+                    Peer {
+                        state: PeerState::Up,
+                        incarnation: 0,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            me: me.to_string(),
+            grace,
+            peers,
+        }
+    }
+
+    /// The view: this node and every peer that is up, sorted.
+    pub fn view(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Up)
+            .map(|(a, _)| a.clone())
+            .collect();
+        v.push(self.me.clone());
+        v.sort();
+        v
+    }
+
+    /// True when `addr` is this node or an up peer.
+    pub fn in_view(&self, addr: &str) -> bool {
+        addr == self.me
+            || self
+                .peers
+                .get(addr)
+                .is_some_and(|p| p.state == PeerState::Up)
+    }
+
+    /// Every known peer (not this node), whatever its state.
+    pub fn peers(&self) -> impl Iterator<Item = (&str, &Peer)> {
+        self.peers.iter().map(|(a, p)| (a.as_str(), p))
+    }
+
+    /// A call to the peer failed (refused or timed out), or another node reported it down.
+    pub fn suspect(&mut self, addr: &str) -> Transition {
+        match self.peers.get_mut(addr) {
+            Some(p) if p.state != PeerState::Down => {
+                let was_up = p.state == PeerState::Up;
+                p.state = PeerState::Down;
+                if was_up {
+                    Transition::Suspected
+                } else {
+                    Transition::None
+                }
+            }
+            _ => Transition::None,
+        }
+    }
+
+    /// We heard from the peer (it called us, or answered us) with `incarnation`.
+    pub fn contact(&mut self, addr: &str, incarnation: u64, now: Instant) -> Transition {
+        if addr == self.me {
+            return Transition::None;
+        }
+        let grace = self.grace;
+        let p = self.peers.entry(addr.to_string()).or_insert(Peer {
+            state: PeerState::Down,
+            incarnation: 0,
+        });
+        let restarted = incarnation != 0 && p.incarnation != incarnation;
+        if incarnation != 0 {
+            p.incarnation = incarnation;
+        }
+        match p.state {
+            PeerState::Up => Transition::None,
+            _ if restarted => {
+                p.state = PeerState::Up;
+                Transition::Admitted
+            }
+            PeerState::Down if grace.is_zero() => {
+                p.state = PeerState::Up;
+                Transition::Admitted
+            }
+            PeerState::Down => {
+                p.state = PeerState::Probation(now);
+                Transition::OnProbation
+            }
+            PeerState::Probation(since) if now.duration_since(since) >= grace => {
+                p.state = PeerState::Up;
+                Transition::Admitted
+            }
+            PeerState::Probation(_) => Transition::None,
+        }
+    }
+
+    /// An operator added the peer to the view: up at once.
+    pub fn add(&mut self, addr: &str) -> Transition {
+        if addr == self.me {
+            return Transition::None;
+        }
+        let p = self.peers.entry(addr.to_string()).or_insert(Peer {
+            state: PeerState::Down,
+            incarnation: 0,
+        });
+        if p.state == PeerState::Up {
+            Transition::None
+        } else {
+            p.state = PeerState::Up;
+            Transition::Admitted
+        }
+    }
+
+    /// The state of a peer, if known.
+    pub fn get(&self, addr: &str) -> Option<&Peer> {
+        self.peers.get(addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "a:1";
+    const B: &str = "b:1";
+
+    fn table() -> PeerTable {
+        PeerTable::new(ME, &[ME.to_string(), B.to_string()], Duration::from_secs(3))
+    }
+
+    #[test]
+    fn start_up_view_includes_everyone() {
+        let t = table();
+        assert_eq!(t.view(), vec![ME.to_string(), B.to_string()]);
+        assert!(t.in_view(ME) && t.in_view(B) && !t.in_view("c:1"));
+    }
+
+    #[test]
+    fn cut_off_peer_waits_out_the_grace_period() {
+        let mut t = table();
+        let t0 = Instant::now();
+        assert_eq!(t.contact(B, 7, t0), Transition::None);
+        assert_eq!(t.suspect(B), Transition::Suspected);
+        assert!(!t.in_view(B));
+        assert_eq!(t.contact(B, 7, t0), Transition::OnProbation);
+        assert_eq!(
+            t.contact(B, 7, t0 + Duration::from_secs(2)),
+            Transition::None
+        );
+        assert!(!t.in_view(B));
+        // failing again during probation restarts the grace period
+        assert_eq!(t.suspect(B), Transition::None);
+        assert_eq!(
+            t.contact(B, 7, t0 + Duration::from_secs(4)),
+            Transition::OnProbation
+        );
+        assert_eq!(
+            t.contact(B, 7, t0 + Duration::from_secs(7)),
+            Transition::Admitted
+        );
+        assert!(t.in_view(B));
+    }
+
+    #[test]
+    fn restarted_or_new_peer_is_admitted_at_once() {
+        let mut t = table();
+        let t0 = Instant::now();
+        t.contact(B, 7, t0);
+        t.suspect(B);
+        assert_eq!(t.contact(B, 8, t0), Transition::Admitted);
+        assert_eq!(t.contact("c:1", 5, t0), Transition::Admitted);
+        // a peer we never heard from before it failed is new, not flapping
+        let mut t = table();
+        t.suspect(B);
+        assert_eq!(t.contact(B, 3, t0), Transition::Admitted);
+    }
+
+    #[test]
+    fn operator_add() {
+        let mut t = table();
+        assert_eq!(t.add("c:1"), Transition::Admitted);
+        assert_eq!(t.add("c:1"), Transition::None);
+        assert!(t.in_view("c:1"));
+    }
+}

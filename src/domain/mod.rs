@@ -1,0 +1,10 @@
+//! Pure, deterministic core: clocks, causal metadata, the versioned store and replica, the
+//! key→shard function and shard map, and peer-liveness arithmetic. No I/O, no async, no
+//! axum/tonic/generated types.
+
+pub mod clock;
+pub mod liveness;
+pub mod metadata;
+pub mod replica;
+pub mod shard;
+pub mod store;

@@ -1,0 +1,331 @@
+//! One node's replica of its shard: the store, the clock of delivered writes, and the buffer of
+//! writes received before their causal dependencies.
+//!
+//! "Scope" is the set of origins of this node's shard in the current generation; checks ignore
+//! entries of other origins (they belong to other shards). Pure; no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::clock::VectorClock;
+use super::metadata::CausalMetadata;
+use super::store::{Applied, Store, Version, Write};
+
+/// Bound on buffered not-yet-deliverable writes; past it new ones are dropped and anti-entropy
+/// (which pulls a delta from a peer) repairs the gap. Large enough for seconds of full-speed lag.
+pub const MAX_PENDING: usize = 200_000;
+
+/// A shard replica.
+#[derive(Debug, Default)]
+pub struct Replica {
+    /// Shard-map generation of the data.
+    pub generation: u64,
+    /// The data.
+    pub store: Store,
+    /// Writes delivered, per origin of this shard.
+    pub clock: VectorClock,
+    pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
+    pending_len: usize,
+}
+
+/// What offering a remote write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Offered {
+    /// Writes delivered (this one and any buffered ones it unblocked).
+    pub delivered: usize,
+    /// True when the write was buffered to wait for its dependencies.
+    pub buffered: bool,
+}
+
+impl Replica {
+    /// An empty replica of `generation`.
+    pub fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            ..Self::default()
+        }
+    }
+
+    /// True when every write `meta` depends on (within scope) has been delivered here.
+    /// Metadata of an older generation is always satisfied (that generation is settled);
+    /// a newer generation never is (this node has not installed it yet).
+    pub fn satisfies(&self, meta: &CausalMetadata, scope: impl Fn(&str) -> bool) -> bool {
+        match meta.generation.cmp(&self.generation) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => meta.clock.le_within(&self.clock, scope),
+        }
+    }
+
+    /// Accepts a client write at origin `me` (the caller checked `satisfies`). The write depends
+    /// on everything delivered here, everything `meta` depends on in other shards, and the
+    /// version it overwrites (so it always orders after that version, foreign entries included).
+    pub fn local_write(
+        &mut self,
+        me: &Arc<str>,
+        key: String,
+        value: Option<Arc<str>>,
+        meta: &CausalMetadata,
+    ) -> (Write, Applied) {
+        let seq = self.clock.get(me) + 1;
+        self.clock.raise(me, seq);
+        let mut clock = self.clock.clone();
+        if meta.generation == self.generation {
+            clock.merge(&meta.clock);
+        }
+        if let Some(old) = self
+            .store
+            .get(&key)
+            .filter(|e| e.version.generation == self.generation)
+        {
+            clock.merge(&old.version.clock);
+        }
+        let write = Write {
+            key,
+            version: Version {
+                generation: self.generation,
+                origin: me.clone(),
+                seq,
+                clock,
+            },
+            value,
+        };
+        let applied = self.store.apply(write.clone());
+        (write, applied)
+    }
+
+    /// Offers a write replicated from a peer: delivered now if its dependencies are met,
+    /// buffered otherwise, ignored if already delivered or of another generation's past.
+    pub fn offer(&mut self, write: Write, scope: &impl Fn(&str) -> bool) -> Offered {
+        let v = &write.version;
+        if v.generation < self.generation
+            || (v.generation == self.generation && self.clock.get(&v.origin) >= v.seq)
+            || !scope(&v.origin)
+        {
+            return Offered::default();
+        }
+        if self.pending_len >= MAX_PENDING {
+            return Offered::default();
+        }
+        let slot = self.pending.entry(v.origin.clone()).or_default();
+        if slot.insert(v.seq, write).is_none() {
+            self.pending_len += 1;
+        }
+        let delivered = self.drain(scope);
+        Offered {
+            delivered,
+            buffered: delivered == 0,
+        }
+    }
+
+    /// Delivers every buffered write whose dependencies are now met; returns how many.
+    fn drain(&mut self, scope: &impl Fn(&str) -> bool) -> usize {
+        let mut delivered = 0;
+        loop {
+            let mut progress = false;
+            let origins: Vec<Arc<str>> = self.pending.keys().cloned().collect();
+            for origin in origins {
+                while let Some(w) = self.next_deliverable(&origin, scope) {
+                    self.clock.raise(&origin, w.version.seq);
+                    self.store.apply(w);
+                    delivered += 1;
+                    progress = true;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.pending.retain(|_, q| !q.is_empty());
+        delivered
+    }
+
+    /// Pops the next write of `origin` if it is deliverable; drops stale ones on the way.
+    fn next_deliverable(
+        &mut self,
+        origin: &Arc<str>,
+        scope: &impl Fn(&str) -> bool,
+    ) -> Option<Write> {
+        let have = self.clock.get(origin);
+        let generation = self.generation;
+        let queue = self.pending.get_mut(origin)?;
+        while let Some((&seq, w)) = queue.first_key_value() {
+            if seq <= have || w.version.generation < generation {
+                queue.pop_first();
+                self.pending_len -= 1;
+                continue;
+            }
+            let ready = seq == have + 1
+                && w.version.generation == generation
+                && w.version
+                    .clock
+                    .le_within(&self.clock, |o| o != &**origin && scope(o));
+            if !ready {
+                return None;
+            }
+            self.pending_len -= 1;
+            return queue.pop_first().map(|(_, w)| w);
+        }
+        None
+    }
+
+    /// Absorbs a peer's state (a delta from `Store::delta` and the peer's clock, same
+    /// generation): every write is merged by version order and the clock becomes the pointwise
+    /// maximum. Sound because both states are causally closed.
+    pub fn absorb(
+        &mut self,
+        writes: Vec<Write>,
+        peer_clock: &VectorClock,
+        scope: &impl Fn(&str) -> bool,
+    ) -> usize {
+        let mut changed = 0;
+        for w in writes {
+            if w.version.generation == self.generation && self.store.apply(w) != Applied::Superseded
+            {
+                changed += 1;
+            }
+        }
+        let mut clock = peer_clock.clone();
+        clock.retain(scope);
+        self.clock.merge(&clock);
+        self.drain(scope);
+        changed
+    }
+
+    /// Number of buffered writes.
+    pub fn pending_len(&self) -> usize {
+        self.pending_len
+    }
+
+    /// Starts a new generation with `store` as its data: clocks and buffers reset.
+    pub fn reset(&mut self, generation: u64, store: Store) {
+        *self = Self::new(generation);
+        self.store = store;
+    }
+
+    /// Metadata to return after reading `entry_version` (or nothing) with `meta`.
+    pub fn metadata_after(&self, meta: &CausalMetadata, read: Option<&Version>) -> CausalMetadata {
+        let mut out = meta.clone();
+        if let Some(v) = read {
+            out.merge(&CausalMetadata {
+                generation: v.generation,
+                clock: v.clock.clone(),
+            });
+        }
+        if out.generation < self.generation {
+            out = CausalMetadata {
+                generation: self.generation,
+                clock: VectorClock::new(),
+            };
+            if let Some(v) = read.filter(|v| v.generation == self.generation) {
+                out.clock = v.clock.clone();
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "a:1";
+    const B: &str = "b:1";
+    const X: &str = "x:1"; // an origin of another shard
+
+    fn scope(o: &str) -> bool {
+        o == A || o == B
+    }
+
+    fn meta(clock: &[(&str, u64)]) -> CausalMetadata {
+        CausalMetadata {
+            generation: 1,
+            clock: VectorClock::from_entries(clock.iter().map(|(o, s)| (o.to_string(), *s))),
+        }
+    }
+
+    #[test]
+    fn local_writes_count_up_and_carry_foreign_dependencies() {
+        let me: Arc<str> = A.into();
+        let mut r = Replica::new(1);
+        let (w1, a1) = r.local_write(&me, "k".into(), Some("1".into()), &meta(&[(X, 4)]));
+        assert_eq!(a1, Applied::Created);
+        assert_eq!(w1.version.seq, 1);
+        assert_eq!(w1.version.clock.get(X), 4);
+        assert_eq!(
+            r.clock.get(X),
+            0,
+            "foreign entries stay out of the local clock"
+        );
+        let (w2, a2) = r.local_write(&me, "k".into(), Some("2".into()), &meta(&[]));
+        assert_eq!((w2.version.seq, a2), (2, Applied::Replaced));
+        assert!(r.satisfies(&meta(&[(A, 2), (X, 99)]), scope));
+        assert!(!r.satisfies(&meta(&[(A, 3)]), scope));
+    }
+
+    #[test]
+    fn out_of_order_writes_are_buffered_until_deliverable() {
+        let me: Arc<str> = A.into();
+        let mut origin = Replica::new(1);
+        let (w1, _) = origin.local_write(&me, "x".into(), Some("1".into()), &meta(&[]));
+        let (w2, _) = origin.local_write(&me, "x".into(), Some("2".into()), &meta(&[]));
+        let mut r = Replica::new(1);
+        let o = r.offer(w2.clone(), &scope);
+        assert!(o.buffered && o.delivered == 0);
+        assert!(r.store.get("x").is_none());
+        assert_eq!(r.pending_len(), 1);
+        let o = r.offer(w1.clone(), &scope);
+        assert_eq!(o.delivered, 2);
+        assert_eq!(r.store.get("x").unwrap().value.as_deref(), Some("2"));
+        assert_eq!(r.pending_len(), 0);
+        assert_eq!(
+            r.offer(w1, &scope),
+            Offered::default(),
+            "duplicates are ignored"
+        );
+    }
+
+    #[test]
+    fn dependencies_on_other_origins_block_delivery() {
+        let (a, b): (Arc<str>, Arc<str>) = (A.into(), B.into());
+        let mut at_a = Replica::new(1);
+        let (wa, _) = at_a.local_write(&a, "x".into(), Some("1".into()), &meta(&[]));
+        let mut at_b = Replica::new(1);
+        at_b.offer(wa.clone(), &scope);
+        let (wb, _) = at_b.local_write(&b, "y".into(), Some("2".into()), &meta(&[]));
+        // a third replica receives b's write first: it depends on a's
+        let mut c = Replica::new(1);
+        assert!(c.offer(wb, &scope).buffered);
+        assert_eq!(c.offer(wa, &scope).delivered, 2);
+    }
+
+    #[test]
+    fn absorb_merges_state_and_unblocks_buffer() {
+        let me: Arc<str> = A.into();
+        let mut peer = Replica::new(1);
+        let (w1, _) = peer.local_write(&me, "x".into(), Some("1".into()), &meta(&[]));
+        let (w2, _) = peer.local_write(&me, "x".into(), Some("2".into()), &meta(&[]));
+        let (w3, _) = peer.local_write(&me, "y".into(), Some("3".into()), &meta(&[]));
+        let mut r = Replica::new(1);
+        r.offer(w3, &scope);
+        let delta = peer.store.delta(1, &r.clock);
+        assert_eq!(delta.len(), 2);
+        r.absorb(delta, &peer.clock, &scope);
+        assert_eq!(r.clock.get(A), 3);
+        assert_eq!(r.pending_len(), 0);
+        assert_eq!(r.store.get("x").unwrap().value.as_deref(), Some("2"));
+        let _ = (w1, w2);
+    }
+
+    #[test]
+    fn generations_gate_satisfaction() {
+        let r = Replica::new(2);
+        let mut old = meta(&[(A, 100)]);
+        assert!(r.satisfies(&old, scope));
+        old.generation = 3;
+        assert!(!r.satisfies(&old, scope));
+        let out = r.metadata_after(&meta(&[(A, 100)]), None);
+        assert_eq!(out.generation, 2);
+        assert!(out.clock.is_empty());
+    }
+}
