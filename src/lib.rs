@@ -1,9 +1,12 @@
 //! causalkv: a sharded, replicated, causally consistent key-value store.
-pub mod rpc {
-    //! Generated protobuf/gRPC code.
-    pub mod pb {
-        #![allow(missing_docs, clippy::all)]
-        tonic::include_proto!("causalkv.v1");
-    }
-}
+//!
+//! Layers (dependencies point inward): `server` → `api` (REST) + `rpc` (gRPC) → `cluster`
+//! (async algorithms) → `domain` (pure).
+
+pub mod api;
+pub mod cluster;
+pub mod config;
 pub mod domain;
+pub mod local;
+pub mod rpc;
+pub mod server;

@@ -1,0 +1,247 @@
+//! Client key-value operations: route to the owning shard (forwarding over `Peers`), check
+//! causal dependencies, apply locally, and hand the write to replication.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::peers::ForwardOp;
+use super::{Node, scope};
+use crate::domain::metadata::CausalMetadata;
+use crate::domain::shard::ShardId;
+use crate::domain::store::Applied;
+
+/// How long a client write waits for a reshard in progress to finish before giving up; a
+/// reshard of 100k keys takes a few seconds on a small machine.
+const RESHARD_WAIT: Duration = Duration::from_secs(15);
+/// How long a request waits for the node to finish its start-up state transfer.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+/// A client operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Write the JSON text given.
+    Put(Arc<str>),
+    /// Read.
+    Get,
+    /// Delete.
+    Delete,
+}
+
+/// The outcome of a client operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// PUT of a key that had no live value.
+    Created,
+    /// PUT over a live value.
+    Replaced,
+    /// GET hit.
+    Found,
+    /// DELETE hit.
+    Deleted,
+    /// GET or DELETE of a key with no live value.
+    NotFound,
+    /// The node has not applied writes the metadata depends on.
+    Unsatisfied,
+    /// No member of the owning shard answered.
+    CannotForward(String),
+    /// The node is not in a state to serve (starting, resharding, not the owner).
+    Unavailable(String),
+}
+
+/// The reply to a client operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpReply {
+    /// What happened.
+    pub outcome: Outcome,
+    /// The value read (GET hit), as JSON text.
+    pub value: Option<Arc<str>>,
+    /// The metadata to hand back to the client (success outcomes).
+    pub metadata: Option<CausalMetadata>,
+    /// The shard that owns the key.
+    pub shard: ShardId,
+}
+
+impl OpReply {
+    fn bare(outcome: Outcome, shard: ShardId) -> Self {
+        Self {
+            outcome,
+            value: None,
+            metadata: None,
+            shard,
+        }
+    }
+}
+
+impl Node {
+    /// Runs a client operation from any node: forwards it when another shard owns the key.
+    /// `wait` bounds how long to wait for missing dependencies (zero = answer at once).
+    pub async fn execute(
+        &self,
+        key: &str,
+        op: KvOp,
+        meta: CausalMetadata,
+        wait: Duration,
+    ) -> OpReply {
+        if !self.wait_ready(READY_WAIT).await {
+            return OpReply::bare(Outcome::Unavailable("node is still starting".into()), 0);
+        }
+        if matches!(op, KvOp::Put(_) | KvOp::Delete) && !self.wait_no_reshard(RESHARD_WAIT).await {
+            return OpReply::bare(Outcome::Unavailable("resharding in progress".into()), 0);
+        }
+        let (owner, mine, targets) = {
+            let st = self.state();
+            if !st.map.is_known() {
+                return OpReply::bare(
+                    Outcome::CannotForward("this node has no shard map yet".into()),
+                    0,
+                );
+            }
+            let owner = st.map.shard_for_key(key);
+            (
+                owner,
+                st.my_shard(&self.me),
+                st.contact_order(owner, &self.me),
+            )
+        };
+        if mine == Some(owner) {
+            return self.execute_local(key, op, meta, wait).await;
+        }
+        self.forward(key, op, &meta, wait, owner, targets).await
+    }
+
+    async fn forward(
+        &self,
+        key: &str,
+        op: KvOp,
+        meta: &CausalMetadata,
+        wait: Duration,
+        owner: ShardId,
+        targets: Vec<String>,
+    ) -> OpReply {
+        let mut last = format!("shard {owner} has no members");
+        for target in targets {
+            let fwd = ForwardOp {
+                op: op.clone(),
+                key: key.to_string(),
+                metadata: if meta.is_empty() {
+                    String::new()
+                } else {
+                    meta.encode()
+                },
+                wait_ms: wait.as_millis() as u64,
+            };
+            match self.peers.forward(&target, fwd).await {
+                Ok(r) if !matches!(r.outcome, Outcome::Unavailable(_)) => return r,
+                Ok(r) => last = format!("{target}: {:?}", r.outcome),
+                Err(e) => last = format!("{target}: {e}"),
+            }
+            debug!(node = %self.me, %target, %last, "forward attempt failed");
+        }
+        OpReply::bare(Outcome::CannotForward(last), owner)
+    }
+
+    /// Runs a client operation on a key this node's shard owns (also the target of forwards).
+    pub async fn execute_local(
+        &self,
+        key: &str,
+        op: KvOp,
+        meta: CausalMetadata,
+        wait: Duration,
+    ) -> OpReply {
+        let deadline = Instant::now() + wait;
+        let mut delivered = self.delivered.subscribe();
+        let mut asked_peers = false;
+        loop {
+            if let Some(reply) = self.try_local(key, &op, &meta) {
+                return reply;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let shard = self.state().map.shard_for_key(key);
+                return OpReply::bare(Outcome::Unsatisfied, shard);
+            }
+            if !asked_peers {
+                // Do not only wait for retries: pull what we miss from the shard's peers.
+                asked_peers = true;
+                let node = self.clone();
+                tokio::spawn(async move { node.sync_from_shard_peers().await });
+            }
+            let _ = tokio::time::timeout(deadline - now, delivered.changed()).await;
+        }
+    }
+
+    /// One attempt under the lock; `None` when dependencies are not met yet.
+    fn try_local(&self, key: &str, op: &KvOp, meta: &CausalMetadata) -> Option<OpReply> {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let shard = st.map.shard_for_key(key);
+        if st.my_shard(&self.me) != Some(shard) {
+            return Some(OpReply::bare(
+                Outcome::Unavailable("not the owner".into()),
+                shard,
+            ));
+        }
+        if !st.replica.satisfies(meta, scope(&st.map, &self.me)) {
+            return None;
+        }
+        let reply = match op {
+            KvOp::Get => match st.replica.store.live(key) {
+                Some(e) => OpReply {
+                    outcome: Outcome::Found,
+                    value: e.value.clone(),
+                    metadata: Some(st.replica.metadata_after(meta, Some(&e.version))),
+                    shard,
+                },
+                None => OpReply::bare(Outcome::NotFound, shard),
+            },
+            KvOp::Delete if st.replica.store.live(key).is_none() => {
+                OpReply::bare(Outcome::NotFound, shard)
+            }
+            KvOp::Put(_) | KvOp::Delete => {
+                let value = match op {
+                    KvOp::Put(v) => Some(v.clone()),
+                    _ => None,
+                };
+                let (write, applied) =
+                    st.replica
+                        .local_write(&self.me, key.to_string(), value, meta);
+                let outcome = match (op, applied) {
+                    (KvOp::Delete, _) => Outcome::Deleted,
+                    (_, Applied::Replaced) => Outcome::Replaced,
+                    _ => Outcome::Created,
+                };
+                let metadata = st.replica.metadata_after(meta, Some(&write.version));
+                let targets = st.shard_peers(&self.me);
+                drop(guard);
+                self.enqueue(write, &targets);
+                self.bump_delivered();
+                return Some(OpReply {
+                    outcome,
+                    value: None,
+                    metadata: Some(metadata),
+                    shard,
+                });
+            }
+        };
+        Some(reply)
+    }
+
+    /// Waits until no reshard is in progress here; false on timeout.
+    async fn wait_no_reshard(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut delivered = self.delivered.subscribe();
+        loop {
+            if self.state().staging.is_none() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let step = (deadline - now).min(Duration::from_millis(50));
+            let _ = tokio::time::timeout(step, delivered.changed()).await;
+        }
+    }
+}

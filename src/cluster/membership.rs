@@ -1,0 +1,299 @@
+//! Membership: start-up (announce, learn the map, pull a snapshot, then serve), heartbeats
+//! that detect failures and drive anti-entropy, view changes, and the flap-damped
+//! re-admission of peers that were cut off.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use super::Node;
+use super::peers::{ChangeKind, HeartbeatReply};
+use crate::domain::clock::VectorClock;
+use crate::domain::liveness::Transition;
+use crate::domain::shard::ShardMap;
+
+/// What a heartbeat handler answers.
+#[derive(Debug, Default)]
+pub struct HeartbeatAnswer {
+    /// Whether the caller is in our view.
+    pub admitted: bool,
+    /// Our clock (when the caller is admitted).
+    pub clock: VectorClock,
+    /// Our generation.
+    pub generation: u64,
+    /// Our map epoch.
+    pub map_epoch: u64,
+    /// Our map, when the caller's epoch is older.
+    pub map: Option<ShardMap>,
+}
+
+impl Node {
+    /// Joins the cluster: announce to every node of the start-up view, adopt the newest shard
+    /// map, pull this shard's data from a live member, then serve and start background loops.
+    pub async fn start(&self) {
+        let targets: Vec<String> = self
+            .cfg
+            .view
+            .iter()
+            .filter(|p| **p != *self.me)
+            .cloned()
+            .collect();
+        let calls = targets
+            .iter()
+            .map(|p| self.peers.announce(p, self.incarnation));
+        let replies = join_all(calls).await;
+        let mut best: Option<ShardMap> = None;
+        for (peer, reply) in targets.iter().zip(replies) {
+            let Ok(reply) = reply else { continue };
+            {
+                let mut st = self.state();
+                st.liveness.add(peer);
+                for other in reply.view.iter().filter(|v| **v != *self.me) {
+                    if st.liveness.get(other).is_none() {
+                        st.liveness.add(other);
+                    }
+                }
+            }
+            if reply.map.epoch > best.as_ref().map_or(0, |m| m.epoch) {
+                best = Some(reply.map);
+            }
+        }
+        if let Some(map) = best {
+            self.install_map(map);
+        }
+        self.full_sync().await;
+        let _ = self.ready.send_replace(true);
+        let st = self.state();
+        info!(node = %self.me, view = ?st.liveness.view(), shard = ?st.my_shard(&self.me),
+              keys = st.replica.store.live_count(), "node ready");
+        drop(st);
+        let node = self.clone();
+        tokio::spawn(async move { node.heartbeat_loop().await });
+    }
+
+    async fn heartbeat_loop(self) {
+        let mut tick = tokio::time::interval(self.cfg.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (peers, epoch) = {
+                let st = self.state();
+                let peers: Vec<String> = st.liveness.peers().map(|(a, _)| a.to_string()).collect();
+                (peers, st.map.epoch)
+            };
+            let node = &self;
+            let started = Instant::now();
+            let calls = peers.iter().map(|p| async move {
+                let r = node.peers.heartbeat(p, node.incarnation, epoch).await;
+                (p, r)
+            });
+            for (peer, result) in join_all(calls).await {
+                match result {
+                    Ok(reply) => self.on_heartbeat_reply(peer, reply),
+                    Err(e) => self.peer_failed(peer, &e.to_string(), started),
+                }
+            }
+            self.check_staging_timeout();
+        }
+    }
+
+    fn log_transition(&self, peer: &str, t: Transition, why: &str) {
+        match t {
+            Transition::Admitted => info!(node = %self.me, %peer, why, "peer admitted to view"),
+            Transition::Suspected => {
+                warn!(node = %self.me, %peer, why, "peer suspected, removed from view")
+            }
+            Transition::OnProbation => {
+                info!(node = %self.me, %peer, grace_ms = self.cfg.grace.as_millis() as u64, "peer reachable again, on probation")
+            }
+            Transition::None => {}
+        }
+    }
+
+    fn on_heartbeat_reply(&self, peer: &str, reply: HeartbeatReply) {
+        let t = self.state().contact(peer, reply.incarnation);
+        self.log_transition(peer, t, "heartbeat answered");
+        if let Some(map) = reply.map {
+            self.install_map(map);
+        }
+        let sync = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            let same_shard =
+                st.my_shard(&self.me).is_some() && st.map.shard_of(peer) == st.my_shard(&self.me);
+            let usable = reply.admitted
+                && same_shard
+                && st.liveness.in_view(peer)
+                && reply.generation == st.replica.generation
+                && st.staging.is_none();
+            let ahead = usable
+                && !reply
+                    .clock
+                    .le_within(&st.replica.clock, super::scope(&st.map, &self.me));
+            if !ahead {
+                st.ahead.remove(peer);
+                false
+            } else {
+                // Lag seen twice in a row is not replication in flight: pull a delta.
+                !st.ahead.insert(peer.to_string())
+            }
+        };
+        if sync {
+            let node = self.clone();
+            let peer = peer.to_string();
+            tokio::spawn(async move { node.sync_from(&peer).await });
+        }
+    }
+
+    /// Answers a heartbeat from `sender`.
+    pub fn on_heartbeat(&self, sender: &str, incarnation: u64, map_epoch: u64) -> HeartbeatAnswer {
+        let (t, answer) = {
+            let mut st = self.state();
+            let t = st.contact(sender, incarnation);
+            let admitted = st.liveness.in_view(sender);
+            let answer = HeartbeatAnswer {
+                admitted,
+                clock: if admitted {
+                    st.replica.clock.clone()
+                } else {
+                    VectorClock::new()
+                },
+                generation: st.replica.generation,
+                map_epoch: st.map.epoch,
+                map: (map_epoch < st.map.epoch).then(|| st.map.clone()),
+            };
+            (t, answer)
+        };
+        self.log_transition(sender, t, "heartbeat received");
+        answer
+    }
+
+    /// Answers an announcement: a restarted or new node is admitted at once.
+    pub fn on_announce(&self, sender: &str, incarnation: u64) -> (Vec<String>, ShardMap) {
+        let (t, view, map) = {
+            let mut st = self.state();
+            let t = st.contact(sender, incarnation);
+            let t = match t {
+                Transition::None | Transition::Admitted => t,
+                _ => st.liveness.add(sender),
+            };
+            (t, st.liveness.view(), st.map.clone())
+        };
+        self.log_transition(sender, t, "announced itself");
+        self.drop_queue(sender);
+        (view, map)
+    }
+
+    /// A call to `peer` started at `started` failed: suspect it, drop its queue, and tell the
+    /// others, unless we heard from the peer after the call started (a start-up race).
+    pub fn peer_failed(&self, peer: &str, why: &str, started: Instant) {
+        let (t, others) = {
+            let mut st = self.state();
+            if st.last_contact.get(peer).is_some_and(|t| *t > started) {
+                return;
+            }
+            let t = st.liveness.suspect(peer);
+            st.ahead.remove(peer);
+            let others: Vec<String> = st
+                .liveness
+                .view()
+                .into_iter()
+                .filter(|p| *p != *self.me)
+                .collect();
+            (t, others)
+        };
+        if t != Transition::Suspected {
+            return;
+        }
+        self.log_transition(peer, t, why);
+        self.drop_queue(peer);
+        self.spread(ChangeKind::Down, peer, others);
+    }
+
+    /// Tells `others` about a view change (fire and forget, each call bounded).
+    pub fn spread(&self, kind: ChangeKind, node: &str, others: Vec<String>) {
+        for other in others.into_iter().filter(|o| o != node) {
+            let me = self.clone();
+            let node = node.to_string();
+            tokio::spawn(async move {
+                let _ = me.peers.view_change(&other, kind, &node).await;
+            });
+        }
+    }
+
+    /// Applies a view change reported by another node.
+    pub fn on_view_change(&self, sender: &str, kind: ChangeKind, node: &str) {
+        if node == &*self.me {
+            return;
+        }
+        let t = {
+            let mut st = self.state();
+            match kind {
+                ChangeKind::Down | ChangeKind::Removed => st.liveness.suspect(node),
+                ChangeKind::Added => st.liveness.add(node),
+            }
+        };
+        if t == Transition::Suspected {
+            self.drop_queue(node);
+        }
+        self.log_transition(node, t, &format!("reported by {sender}"));
+    }
+
+    /// Operator `PUT /view`: true when the node was not in the view.
+    pub fn add_to_view(&self, addr: &str) -> bool {
+        let (t, others) = {
+            let mut st = self.state();
+            let t = if st.liveness.in_view(addr) {
+                Transition::None
+            } else {
+                st.liveness.add(addr)
+            };
+            (t, st.liveness.view())
+        };
+        if t == Transition::Admitted {
+            self.log_transition(addr, t, "added by operator");
+            let others = others.into_iter().filter(|p| *p != *self.me).collect();
+            self.spread(ChangeKind::Added, addr, others);
+        }
+        t == Transition::Admitted
+    }
+
+    /// Operator `DELETE /view`: true when the node was in the view.
+    pub fn remove_from_view(&self, addr: &str) -> bool {
+        let (present, others) = {
+            let mut st = self.state();
+            let present = st.liveness.in_view(addr);
+            if present && addr != &*self.me {
+                st.liveness.suspect(addr);
+            }
+            (present, st.liveness.view())
+        };
+        if present {
+            info!(node = %self.me, peer = %addr, "removed from view by operator");
+            self.drop_queue(addr);
+            let others = others.into_iter().filter(|p| *p != *self.me).collect();
+            self.spread(ChangeKind::Removed, addr, others);
+        }
+        present
+    }
+
+    /// Stops background loops.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send_replace(true);
+    }
+
+    /// Peers to ask for state, in order: live members of this node's shard.
+    pub fn sync_sources(&self) -> Vec<String> {
+        self.state().shard_peers(&self.me)
+    }
+
+    /// Sleeps for one heartbeat period (used by start-up retries).
+    pub async fn pause(&self) {
+        tokio::time::sleep(self.cfg.heartbeat.min(Duration::from_millis(200))).await;
+    }
+}

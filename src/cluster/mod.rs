@@ -1,0 +1,201 @@
+//! The node's behaviour: replication and causal delivery inside a shard, anti-entropy,
+//! membership (failure detection, join, flap-damped re-admission), shard maps, add-member,
+//! resharding, and routing client operations to their shard.
+//!
+//! One `Node` handle (an `Arc`) holds the state behind a `std::sync::Mutex` that is never held
+//! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
+
+pub mod kv;
+pub mod membership;
+pub mod peers;
+pub mod replication;
+pub mod reshard;
+pub mod shards;
+pub mod sync;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::domain::liveness::PeerTable;
+use crate::domain::replica::Replica;
+use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::store::Store;
+use peers::Peers;
+use replication::Outbound;
+
+/// Keys staged for a reshard that is in progress on this node.
+#[derive(Debug)]
+pub struct Staging {
+    /// The map being installed.
+    pub map: ShardMap,
+    /// Keys received for this node's new shard.
+    pub store: Store,
+    /// When the reshard was prepared (for the abort timeout).
+    pub since: std::time::Instant,
+}
+
+/// Mutable node state, behind one short-held mutex.
+#[derive(Debug)]
+pub struct State {
+    /// This node's replica of its shard.
+    pub replica: Replica,
+    /// The shard map in force.
+    pub map: ShardMap,
+    /// Liveness of every known peer (the view).
+    pub liveness: PeerTable,
+    /// A reshard in progress, if any: client writes wait while it is set.
+    pub staging: Option<Staging>,
+    /// Peers whose clock was ahead of ours at their last heartbeat (anti-entropy).
+    pub ahead: HashSet<String>,
+    /// When we last heard from each peer (a failed call older than that is not evidence).
+    pub last_contact: HashMap<String, Instant>,
+}
+
+impl State {
+    /// Records that we heard from `peer` now.
+    pub fn contact(&mut self, peer: &str, incarnation: u64) -> crate::domain::liveness::Transition {
+        let now = Instant::now();
+        self.last_contact.insert(peer.to_string(), now);
+        self.liveness.contact(peer, incarnation, now)
+    }
+
+    /// This node's shard, `None` for a spare.
+    pub fn my_shard(&self, me: &str) -> Option<ShardId> {
+        self.map.shard_of(me)
+    }
+
+    /// Members of `me`'s shard in the view, other than `me`.
+    pub fn shard_peers(&self, me: &str) -> Vec<String> {
+        match self.my_shard(me) {
+            None => Vec::new(),
+            Some(s) => self
+                .map
+                .members(s)
+                .into_iter()
+                .filter(|m| m != me && self.liveness.in_view(m))
+                .collect(),
+        }
+    }
+
+    /// Members of shard `id` ordered for contacting: those in the view first.
+    pub fn contact_order(&self, id: ShardId, me: &str) -> Vec<String> {
+        let (mut up, down): (Vec<String>, Vec<String>) = self
+            .map
+            .members(id)
+            .into_iter()
+            .filter(|m| m != me)
+            .partition(|m| self.liveness.in_view(m));
+        up.extend(down);
+        up
+    }
+}
+
+/// Scope of causal checks: origins assigned to `me`'s shard in `map`.
+pub fn scope<'a>(map: &'a ShardMap, me: &'a str) -> impl Fn(&str) -> bool + 'a {
+    let mine = map.shard_of(me);
+    move |origin: &str| mine.is_some() && map.shard_of(origin) == mine
+}
+
+/// Shared node internals.
+pub struct Inner {
+    /// This node's address (its identity).
+    pub me: Arc<str>,
+    /// Start time in ms since the epoch: tells a restart from a node that was cut off.
+    pub incarnation: u64,
+    /// Configuration.
+    pub cfg: Config,
+    state: Mutex<State>,
+    /// How other nodes are reached.
+    pub peers: Arc<dyn Peers>,
+    /// Bumped whenever writes are delivered (wakes legacy waiters).
+    pub delivered: watch::Sender<u64>,
+    /// True once start-up state transfer is done.
+    pub ready: watch::Sender<bool>,
+    queues: Mutex<std::collections::HashMap<String, Arc<Outbound>>>,
+    syncing: AtomicBool,
+    /// Set on shutdown: background loops stop.
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// A handle to the node; cheap to clone.
+#[derive(Clone)]
+pub struct Node(pub Arc<Inner>);
+
+impl std::ops::Deref for Node {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// A node that has not joined yet (see [`membership::start`]).
+    pub fn new(cfg: Config, peers: Arc<dyn Peers>) -> Self {
+        let me: Arc<str> = cfg.socket_address.as_str().into();
+        let map = match cfg.shard_count {
+            Some(n) => ShardMap::initial(&cfg.view, n),
+            None => ShardMap::default(),
+        };
+        let state = State {
+            replica: Replica::new(map.generation),
+            liveness: PeerTable::new(&me, &cfg.view, cfg.grace),
+            map,
+            staging: None,
+            ahead: HashSet::new(),
+            last_contact: HashMap::new(),
+        };
+        Node(Arc::new(Inner {
+            me,
+            incarnation: now_ms(),
+            cfg,
+            state: Mutex::new(state),
+            peers,
+            delivered: watch::channel(0).0,
+            ready: watch::channel(false).0,
+            queues: Mutex::new(Default::default()),
+            syncing: AtomicBool::new(false),
+            shutdown: watch::channel(false).0,
+        }))
+    }
+
+    /// Locks the state. Never hold the guard across an `.await`.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes everyone waiting for deliveries.
+    pub fn bump_delivered(&self) {
+        self.delivered.send_modify(|n| *n += 1);
+    }
+
+    /// Waits (bounded) until start-up state transfer is done; false on timeout.
+    pub async fn wait_ready(&self, limit: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r))
+            .await
+            .is_ok()
+    }
+
+    /// The view: this node and every peer it holds up.
+    pub fn view(&self) -> Vec<String> {
+        self.state().liveness.view()
+    }
+
+    /// True once shutdown started.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,132 @@
+//! The `Peers` trait: everything the cluster layer asks of other nodes, in domain types.
+//! The gRPC client implements it; tests may implement it over an in-memory network.
+
+use futures::future::BoxFuture;
+
+use crate::domain::clock::VectorClock;
+use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::store::Write;
+
+/// A failed call to a peer.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PeerError {
+    /// Connection refused, reset, or deadline exceeded: the peer may be down.
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+    /// The peer answered with an error.
+    #[error("peer refused: {0}")]
+    Refused(String),
+}
+
+/// Result of a peer call.
+pub type PeerResult<T> = Result<T, PeerError>;
+
+/// A heartbeat answer.
+#[derive(Clone, Debug, Default)]
+pub struct HeartbeatReply {
+    /// The responder's incarnation.
+    pub incarnation: u64,
+    /// Whether the responder holds the caller in its view.
+    pub admitted: bool,
+    /// The responder's delivered clock (empty unless admitted).
+    pub clock: VectorClock,
+    /// The responder's data generation.
+    pub generation: u64,
+    /// The responder's map epoch.
+    pub map_epoch: u64,
+    /// The responder's map, when the caller's epoch was older.
+    pub map: Option<ShardMap>,
+}
+
+/// An announce answer.
+#[derive(Clone, Debug, Default)]
+pub struct AnnounceReply {
+    /// The responder's view.
+    pub view: Vec<String>,
+    /// The responder's shard map (epoch 0 when it has none).
+    pub map: ShardMap,
+}
+
+/// A snapshot: writes the caller lacked, and the responder's generation and clock.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The writes.
+    pub writes: Vec<Write>,
+    /// The responder's generation.
+    pub generation: u64,
+    /// The responder's delivered clock.
+    pub clock: VectorClock,
+}
+
+/// A membership change spread by the node that saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The node failed.
+    Down,
+    /// An operator added the node.
+    Added,
+    /// An operator removed the node.
+    Removed,
+}
+
+/// A client operation forwarded to the owning shard.
+#[derive(Clone, Debug)]
+pub struct ForwardOp {
+    /// What to do.
+    pub op: crate::cluster::kv::KvOp,
+    /// The key.
+    pub key: String,
+    /// The client's metadata token ("" for none).
+    pub metadata: String,
+    /// How long the owner may wait for dependencies.
+    pub wait_ms: u64,
+}
+
+/// What other nodes do for this one. Every call has a deadline.
+pub trait Peers: Send + Sync + 'static {
+    /// Sends a batch of writes; `sent_at_ms` lets the receiver drop batches the sender gave up on.
+    fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>>;
+    /// Heartbeat carrying our incarnation and map epoch.
+    fn heartbeat(
+        &self,
+        to: &str,
+        incarnation: u64,
+        map_epoch: u64,
+    ) -> BoxFuture<'_, PeerResult<HeartbeatReply>>;
+    /// Announces this node (fresh start or restart).
+    fn announce(&self, to: &str, incarnation: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>>;
+    /// Spreads a view change.
+    fn view_change(&self, to: &str, kind: ChangeKind, node: &str) -> BoxFuture<'_, PeerResult<()>>;
+    /// Asks the peer to install a shard map.
+    fn install_map(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
+    /// Pulls what the peer has that `known` does not cover (`None`: everything it stores).
+    fn snapshot(
+        &self,
+        to: &str,
+        generation: u64,
+        known: Option<&VectorClock>,
+    ) -> BoxFuture<'_, PeerResult<Snapshot>>;
+    /// Runs a client operation on the peer (which owns the key).
+    fn forward(
+        &self,
+        to: &str,
+        op: ForwardOp,
+    ) -> BoxFuture<'_, PeerResult<crate::cluster::kv::OpReply>>;
+    /// The peer's live key count for its shard.
+    fn key_count(&self, to: &str, shard: ShardId) -> BoxFuture<'_, PeerResult<u64>>;
+    /// Reshard phase 1 on the peer.
+    fn prepare_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
+    /// Reshard phase 2 on the peer: it sends its keys to their new owners.
+    fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>>;
+    /// Streams keys to a new owner during a reshard.
+    fn receive_reshard_data(
+        &self,
+        to: &str,
+        epoch: u64,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'_, PeerResult<()>>;
+    /// Reshard phase 3 on the peer.
+    fn commit_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
+    /// Reshard abort on the peer.
+    fn abort_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
+}

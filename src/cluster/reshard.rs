@@ -1,0 +1,237 @@
+//! Resharding with key transfer, coordinated by the node that received the request:
+//! 1. prepare: every node in the view stops taking client writes and opens a staging area;
+//! 2. transfer: one live member of each old shard catches up with its shard peers, then streams
+//!    every key to the members of the key's new shard;
+//! 3. commit: every node installs the new map with its staged keys (a node that misses the
+//!    commit learns the map from heartbeats and pulls its data).
+//!
+//! Any failure before commit aborts everywhere: the old map and data stay in force.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use super::shards::ShardOpError;
+use super::{Node, Staging};
+use crate::domain::shard::ShardMap;
+use crate::domain::store::{Store, Write};
+
+/// A prepared reshard that sees no commit within this time is dropped (its coordinator died).
+const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
+/// Writes per transfer message.
+const TRANSFER_BATCH: usize = 4_096;
+
+impl Node {
+    /// Reshards the store into `shard_count` shards over the nodes of the view.
+    pub async fn reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
+        let (old, new) = {
+            let st = self.state();
+            if !st.map.is_known() {
+                return Err(ShardOpError::NoMap);
+            }
+            let new = st.map.resharded(&st.liveness.view(), shard_count)?;
+            (st.map.clone(), new)
+        };
+        let started = Instant::now();
+        info!(node = %self.me, from = old.shard_count, to = shard_count, epoch = new.epoch, "reshard started");
+        let nodes: Vec<String> = new.assignment.keys().cloned().collect();
+        let prepared = join_all(nodes.iter().map(|n| self.call_prepare(n, &new))).await;
+        if let Some(e) = prepared.into_iter().find_map(Result::err) {
+            return self.abort_everywhere(&nodes, &new, e).await;
+        }
+        let sent = join_all(
+            old.ids()
+                .into_iter()
+                .map(|s| self.transfer_shard(&old, s, &new)),
+        )
+        .await;
+        let mut keys = 0;
+        for r in sent {
+            match r {
+                Ok(n) => keys += n,
+                Err(e) => return self.abort_everywhere(&nodes, &new, e).await,
+            }
+        }
+        join_all(nodes.iter().map(|n| self.call_commit(n, &new))).await;
+        info!(node = %self.me, keys_sent = keys, ms = started.elapsed().as_millis() as u64, "reshard committed");
+        Ok(())
+    }
+
+    async fn abort_everywhere(
+        &self,
+        nodes: &[String],
+        map: &ShardMap,
+        e: String,
+    ) -> Result<(), ShardOpError> {
+        warn!(node = %self.me, error = %e, "reshard aborted");
+        join_all(nodes.iter().map(|n| async move {
+            if *n == *self.me {
+                self.abort_reshard(map);
+            } else {
+                let _ = self.peers.abort_reshard(n, map).await;
+            }
+        }))
+        .await;
+        Err(ShardOpError::Failed(format!(
+            "Reshard failed and was rolled back: {e}"
+        )))
+    }
+
+    async fn call_prepare(&self, node: &str, map: &ShardMap) -> Result<(), String> {
+        if node == &*self.me {
+            return self.prepare_reshard(map.clone());
+        }
+        self.peers
+            .prepare_reshard(node, map)
+            .await
+            .map_err(|e| format!("{node}: {e}"))
+    }
+
+    async fn call_commit(&self, node: &str, map: &ShardMap) {
+        if node == &*self.me {
+            self.install_map(map.clone());
+        } else if let Err(e) = self.peers.commit_reshard(node, map).await {
+            warn!(node = %self.me, peer = %node, error = %e, "commit not delivered; it will learn the map by heartbeat");
+        }
+    }
+
+    /// Has one live member of old shard `shard` send its keys; tries members in turn.
+    async fn transfer_shard(
+        &self,
+        old: &ShardMap,
+        shard: u32,
+        new: &ShardMap,
+    ) -> Result<u64, String> {
+        let mut members = { self.state().contact_order(shard, &self.me) };
+        if old.shard_of(&self.me) == Some(shard) {
+            members.insert(0, self.me.to_string());
+        }
+        let mut last = format!("shard {shard} has no live member");
+        for m in members {
+            let r = if m == *self.me {
+                self.send_reshard_data(new.clone()).await
+            } else {
+                self.peers
+                    .send_reshard_data(&m, new)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match r {
+                Ok(n) => return Ok(n),
+                Err(e) => last = format!("{m}: {e}"),
+            }
+        }
+        Err(last)
+    }
+
+    /// Phase 1 here: open the staging area; client writes wait until commit or abort.
+    pub fn prepare_reshard(&self, map: ShardMap) -> Result<(), String> {
+        let mut st = self.state();
+        if map.epoch <= st.map.epoch {
+            return Err(format!(
+                "stale reshard epoch {} (have {})",
+                map.epoch, st.map.epoch
+            ));
+        }
+        if let Some(s) = &st.staging
+            && s.map.epoch != map.epoch
+            && s.since.elapsed() < STAGING_TIMEOUT
+        {
+            return Err("another reshard is in progress".into());
+        }
+        st.staging = Some(Staging {
+            map,
+            store: Store::new(),
+            since: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners.
+    pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, String> {
+        self.sync_from_shard_peers().await;
+        let mut by_target: HashMap<String, Vec<Write>> = HashMap::new();
+        let mut local = Vec::new();
+        {
+            let st = self.state();
+            for w in st.replica.store.writes() {
+                for m in map.members(map.shard_for_key(&w.key)) {
+                    if m == *self.me {
+                        local.push(w.clone());
+                    } else {
+                        by_target.entry(m).or_default().push(w.clone());
+                    }
+                }
+            }
+        }
+        let mut sent = local.len() as u64;
+        self.stage(map.epoch, local)?;
+        let sends = by_target.into_iter().map(|(target, writes)| {
+            let epoch = map.epoch;
+            async move {
+                let n = writes.len() as u64;
+                for chunk in writes.chunks(TRANSFER_BATCH) {
+                    self.peers
+                        .receive_reshard_data(&target, epoch, chunk.to_vec())
+                        .await
+                        .map_err(|e| format!("{target}: {e}"))?;
+                }
+                Ok::<u64, String>(n)
+            }
+        });
+        for r in join_all(sends).await {
+            sent += r?;
+        }
+        Ok(sent)
+    }
+
+    /// Stores keys received for the reshard of `epoch`.
+    pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), String> {
+        let mut st = self.state();
+        match st.staging.as_mut() {
+            Some(s) if s.map.epoch == epoch => {
+                for w in writes {
+                    s.store.apply(w);
+                }
+                Ok(())
+            }
+            _ => Err(format!("no reshard of epoch {epoch} is prepared here")),
+        }
+    }
+
+    /// Abort here: drop staged keys, let client writes through again.
+    pub fn abort_reshard(&self, map: &ShardMap) {
+        let dropped = {
+            let mut st = self.state();
+            let matches = st
+                .staging
+                .as_ref()
+                .is_some_and(|s| s.map.epoch == map.epoch);
+            if matches {
+                st.staging = None;
+            }
+            matches
+        };
+        if dropped {
+            info!(node = %self.me, epoch = map.epoch, "reshard aborted here");
+            self.bump_delivered();
+        }
+    }
+
+    /// Drops a prepared reshard whose coordinator never committed or aborted it.
+    pub fn check_staging_timeout(&self) {
+        let expired = {
+            let st = self.state();
+            st.staging
+                .as_ref()
+                .filter(|s| s.since.elapsed() >= STAGING_TIMEOUT)
+                .map(|s| s.map.clone())
+        };
+        if let Some(map) = expired {
+            warn!(node = %self.me, epoch = map.epoch, "prepared reshard timed out");
+            self.abort_reshard(&map);
+        }
+    }
+}

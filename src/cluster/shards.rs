@@ -1,0 +1,179 @@
+//! Shard maps on a running node: installing a newer map (and what it implies for the local
+//! replica), shard queries answered for any shard, and add-member.
+
+use futures::future::join_all;
+use tracing::info;
+
+use super::Node;
+use crate::domain::shard::{ShardError, ShardId, ShardMap};
+use crate::domain::store::Store;
+
+/// Why a shard operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShardOpError {
+    /// No shard with that id.
+    #[error("No shard with id {0}")]
+    UnknownShard(ShardId),
+    /// The node named is not in the view.
+    #[error("Node {0} is not in the view")]
+    NotInView(String),
+    /// Fewer than two nodes per shard would remain.
+    #[error("Not enough nodes to provide fault tolerance with requested shard count")]
+    NotEnoughNodes,
+    /// The node already serves another shard.
+    #[error("Node {0} already belongs to shard {1}")]
+    AlreadyAssigned(String, ShardId),
+    /// This node has no shard map yet.
+    #[error("This node has no shard map yet")]
+    NoMap,
+    /// The operation could not complete (nothing was changed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ShardError> for ShardOpError {
+    fn from(e: ShardError) -> Self {
+        match e {
+            ShardError::UnknownShard(id) => ShardOpError::UnknownShard(id),
+            ShardError::NotEnoughNodes(_) => ShardOpError::NotEnoughNodes,
+            ShardError::AlreadyAssigned(n, s) => ShardOpError::AlreadyAssigned(n, s),
+        }
+    }
+}
+
+impl Node {
+    /// Installs `map` if it is newer than ours. A new generation either commits the keys staged
+    /// by a reshard or, if this node missed the reshard, restarts its replica empty and pulls its
+    /// new shard's data; joining a shard pulls that shard's data. Returns true if installed.
+    pub fn install_map(&self, map: ShardMap) -> bool {
+        let (need_sync, shard, keys) = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            if map.epoch <= st.map.epoch {
+                return false;
+            }
+            let old_shard = st.my_shard(&self.me);
+            let new_shard = map.shard_of(&self.me);
+            let need_sync = if map.generation > st.replica.generation {
+                let staged = st.staging.take().filter(|s| s.map.epoch == map.epoch);
+                match staged {
+                    Some(staging) => {
+                        let mut store = staging.store;
+                        if let Some(s) = new_shard {
+                            for w in st.replica.store.writes() {
+                                if map.shard_for_key(&w.key) == s {
+                                    store.apply(w);
+                                }
+                            }
+                        }
+                        st.replica.reset(map.generation, store);
+                        false
+                    }
+                    None => {
+                        st.replica.reset(map.generation, Store::new());
+                        new_shard.is_some()
+                    }
+                }
+            } else {
+                old_shard != new_shard && new_shard.is_some()
+            };
+            for node in map.assignment.keys() {
+                if *node != *self.me && st.liveness.get(node).is_none() {
+                    st.liveness.add(node);
+                }
+            }
+            st.map = map;
+            st.ahead.clear();
+            (need_sync, new_shard, st.replica.store.live_count())
+        };
+        let epoch = self.state().map.epoch;
+        info!(node = %self.me, epoch, shard = ?shard, keys, "installed shard map");
+        self.bump_delivered();
+        if need_sync {
+            let node = self.clone();
+            tokio::spawn(async move { node.full_sync().await });
+        }
+        true
+    }
+
+    /// Shard ids of the current map.
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        self.state().map.ids()
+    }
+
+    /// This node's shard (`None` for a spare).
+    pub fn node_shard(&self) -> Option<ShardId> {
+        self.state().my_shard(&self.me)
+    }
+
+    /// Members of shard `id` that are in the view; `None` for an unknown shard.
+    pub fn shard_members(&self, id: ShardId) -> Option<Vec<String>> {
+        let st = self.state();
+        st.map.has_shard(id).then(|| {
+            st.map
+                .members(id)
+                .into_iter()
+                .filter(|m| st.liveness.in_view(m))
+                .collect()
+        })
+    }
+
+    /// Live keys stored in shard `id`, asked of a member when this node is not one.
+    pub async fn shard_key_count(&self, id: ShardId) -> Result<u64, ShardOpError> {
+        let (mine, count, targets) = {
+            let st = self.state();
+            if !st.map.has_shard(id) {
+                return Err(ShardOpError::UnknownShard(id));
+            }
+            (
+                st.my_shard(&self.me) == Some(id),
+                st.replica.store.live_count() as u64,
+                st.contact_order(id, &self.me),
+            )
+        };
+        if mine {
+            return Ok(count);
+        }
+        for t in targets {
+            if let Ok(n) = self.peers.key_count(&t, id).await {
+                return Ok(n);
+            }
+        }
+        Err(ShardOpError::Failed(format!(
+            "no member of shard {id} answered"
+        )))
+    }
+
+    /// Live keys this node stores, if it is a member of `id`.
+    pub fn local_key_count(&self, id: ShardId) -> Option<u64> {
+        let st = self.state();
+        (st.my_shard(&self.me) == Some(id)).then(|| st.replica.store.live_count() as u64)
+    }
+
+    /// Adds `addr` (a node in the view) to shard `id` and tells every node.
+    pub async fn add_member(&self, id: ShardId, addr: &str) -> Result<(), ShardOpError> {
+        let (map, others) = {
+            let st = self.state();
+            if !st.map.is_known() {
+                return Err(ShardOpError::NoMap);
+            }
+            if !st.map.has_shard(id) {
+                return Err(ShardOpError::UnknownShard(id));
+            }
+            if !st.liveness.in_view(addr) {
+                return Err(ShardOpError::NotInView(addr.to_string()));
+            }
+            let others: Vec<String> = st
+                .liveness
+                .view()
+                .into_iter()
+                .filter(|p| *p != *self.me)
+                .collect();
+            (st.map.with_member(id, addr)?, others)
+        };
+        info!(node = %self.me, shard = id, member = %addr, epoch = map.epoch, "adding member to shard");
+        self.install_map(map.clone());
+        join_all(others.iter().map(|o| self.peers.install_map(o, &map))).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,99 @@
+//! Anti-entropy and state transfer: pull from a peer of the same shard whatever its state has
+//! that ours lacks (a delta against our clock), and merge it. Used at start-up, by a new shard
+//! member, by a re-admitted peer, and whenever heartbeats show persistent lag.
+
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::{Node, scope};
+use crate::domain::clock::VectorClock;
+use crate::domain::store::Write;
+
+impl Node {
+    /// Pulls and merges a delta from `peer`. At most one pull runs at a time.
+    pub async fn sync_from(&self, peer: &str) -> bool {
+        if self.syncing.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let ok = self.pull(peer, false).await;
+        self.syncing.store(false, Ordering::Release);
+        ok
+    }
+
+    /// Pulls a delta (or, with `full`, everything the peer stores: needed after a reshard,
+    /// whose carried-over keys belong to the previous generation) and merges it.
+    async fn pull(&self, peer: &str, full: bool) -> bool {
+        let (generation, known) = {
+            let st = self.state();
+            (st.replica.generation, st.replica.clock.clone())
+        };
+        let snap = match self
+            .peers
+            .snapshot(peer, generation, (!full).then_some(&known))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(node = %self.me, %peer, error = %e, "state pull failed");
+                return false;
+            }
+        };
+        let changed = {
+            let mut guard = self.state();
+            let st = &mut *guard;
+            if snap.generation != st.replica.generation {
+                return false;
+            }
+            let in_scope = scope(&st.map, &self.me);
+            st.replica.absorb(snap.writes, &snap.clock, &in_scope)
+        };
+        if changed > 0 {
+            info!(node = %self.me, %peer, keys = changed, "caught up from peer");
+        }
+        self.bump_delivered();
+        true
+    }
+
+    /// Pulls from every live member of this node's shard (a legacy request waiting for
+    /// dependencies, or a node that just joined its shard).
+    pub async fn sync_from_shard_peers(&self) {
+        for peer in self.sync_sources() {
+            self.sync_from(&peer).await;
+        }
+    }
+
+    /// Start-up and new-member transfer: pull from the first live member that answers, waiting
+    /// for a concurrent pull to finish rather than skipping.
+    pub async fn full_sync(&self) {
+        for peer in self.sync_sources() {
+            for _ in 0..20 {
+                if !self.syncing.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+                self.pause().await;
+            }
+            let ok = self.pull(&peer, true).await;
+            self.syncing.store(false, Ordering::Release);
+            if ok {
+                return;
+            }
+        }
+    }
+
+    /// Answers a snapshot request: writes the requester lacks (everything when `known` is
+    /// `None` or of another generation), our generation and clock.
+    pub fn snapshot_for(
+        &self,
+        generation: u64,
+        known: Option<&VectorClock>,
+    ) -> (Vec<Write>, u64, VectorClock) {
+        let st = self.state();
+        let r = &st.replica;
+        let writes = match known {
+            Some(known) if generation == r.generation => r.store.delta(generation, known),
+            _ => r.store.writes().collect(),
+        };
+        (writes, r.generation, r.clock.clone())
+    }
+}

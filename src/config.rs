@@ -1,0 +1,204 @@
+//! Node configuration from environment variables (`SOCKET_ADDRESS`, `VIEW`, `SHARD_COUNT`, and
+//! the `CKV_*` tuning knobs). Parsing is a pure function of a variable lookup, so it is tested
+//! without touching the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Default heartbeat period: a killed peer is noticed within one period (refused connection),
+/// a paused one within period + RPC timeout; both far inside the 5 s the contract allows.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
+/// Default deadline of one replica-to-replica call: long enough for a loaded 2-core machine,
+/// short enough that a paused peer is suspected in about a second.
+pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 1_000;
+/// Default flap-damping grace period for a peer that was cut off and comes back.
+pub const DEFAULT_GRACE_MS: u64 = 3_000;
+/// Default largest accepted value (JSON text), 1 MiB.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+/// Default bound on how long a legacy request waits for missing dependencies.
+pub const DEFAULT_LEGACY_WAIT_MS: u64 = 30_000;
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's own address as others reach it (`IP:PORT`); its identity.
+    pub socket_address: String,
+    /// Where to bind (defaults to `socket_address`).
+    pub listen_address: SocketAddr,
+    /// Every node running at start-up, this one included.
+    pub view: Vec<String>,
+    /// Number of shards; `None` for a spare.
+    pub shard_count: Option<u32>,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Deadline of each replica-to-replica call.
+    pub rpc_timeout: Duration,
+    /// Flap-damping grace period.
+    pub grace: Duration,
+    /// Largest accepted value, in bytes of JSON text.
+    pub max_value_bytes: usize,
+    /// Bound on a legacy request's wait for dependencies.
+    pub legacy_wait: Duration,
+    /// Legacy compatibility switch: lists as comma-separated strings, shard ids as strings.
+    pub legacy_strings: bool,
+}
+
+/// A configuration error, naming the variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    /// The variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| err(var, format!("not a number: {v:?}"))),
+    }
+}
+
+fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> bool {
+    matches!(
+        get(var).map(|v| v.trim().to_ascii_lowercase()).as_deref(),
+        Some("1" | "true" | "yes" | "on")
+    )
+}
+
+impl Config {
+    /// Builds the configuration from a variable lookup (e.g. `|k| std::env::var(k).ok()`).
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let socket_address = get("SOCKET_ADDRESS")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| err("SOCKET_ADDRESS", "required (IP:PORT of this node)"))?;
+        let own: SocketAddr = socket_address
+            .parse()
+            .map_err(|_| err("SOCKET_ADDRESS", format!("not IP:PORT: {socket_address:?}")))?;
+        let listen_address = match get("LISTEN_ADDRESS").filter(|s| !s.trim().is_empty()) {
+            None => own,
+            Some(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| err("LISTEN_ADDRESS", format!("not IP:PORT: {s:?}")))?,
+        };
+        let mut view = Vec::new();
+        for part in get("VIEW").unwrap_or_default().split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            part.parse::<SocketAddr>()
+                .map_err(|_| err("VIEW", format!("not IP:PORT: {part:?}")))?;
+            if !view.iter().any(|v| v == part) {
+                view.push(part.to_string());
+            }
+        }
+        if !view.contains(&socket_address) {
+            view.push(socket_address.clone());
+        }
+        let shard_count = match get("SHARD_COUNT").filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(s) => match s.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => return Err(err("SHARD_COUNT", format!("not a positive integer: {s:?}"))),
+            },
+        };
+        Ok(Self {
+            socket_address,
+            listen_address,
+            view,
+            shard_count,
+            heartbeat: Duration::from_millis(
+                number(&get, "CKV_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS)?.max(10),
+            ),
+            rpc_timeout: Duration::from_millis(
+                number(&get, "CKV_RPC_TIMEOUT_MS", DEFAULT_RPC_TIMEOUT_MS)?.max(50),
+            ),
+            grace: Duration::from_millis(number(&get, "CKV_GRACE_MS", DEFAULT_GRACE_MS)?),
+            max_value_bytes: number(&get, "CKV_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES)?,
+            legacy_wait: Duration::from_millis(number(
+                &get,
+                "CKV_LEGACY_WAIT_MS",
+                DEFAULT_LEGACY_WAIT_MS,
+            )?),
+            legacy_strings: flag(&get, "CKV_LEGACY_STRINGS"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn seed_style_environment() {
+        let c = cfg(&[
+            ("SOCKET_ADDRESS", "10.10.0.2:8090"),
+            ("VIEW", "10.10.0.2:8090,10.10.0.3:8090, 10.10.0.3:8090"),
+            ("SHARD_COUNT", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.view, vec!["10.10.0.2:8090", "10.10.0.3:8090"]);
+        assert_eq!(c.shard_count, Some(2));
+        assert_eq!(c.listen_address.to_string(), "10.10.0.2:8090");
+        assert_eq!(c.grace, Duration::from_millis(DEFAULT_GRACE_MS));
+        assert!(!c.legacy_strings);
+    }
+
+    #[test]
+    fn spare_and_overrides() {
+        let c = cfg(&[
+            ("SOCKET_ADDRESS", "10.10.0.8:8090"),
+            ("LISTEN_ADDRESS", "0.0.0.0:8090"),
+            ("CKV_GRACE_MS", "500"),
+            ("CKV_LEGACY_STRINGS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.shard_count, None);
+        assert_eq!(c.view, vec!["10.10.0.8:8090"]);
+        assert_eq!(c.listen_address.to_string(), "0.0.0.0:8090");
+        assert_eq!(c.grace, Duration::from_millis(500));
+        assert!(c.legacy_strings);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        assert_eq!(cfg(&[]).unwrap_err().var, "SOCKET_ADDRESS");
+        assert_eq!(
+            cfg(&[("SOCKET_ADDRESS", "nope")]).unwrap_err().var,
+            "SOCKET_ADDRESS"
+        );
+        let e = cfg(&[("SOCKET_ADDRESS", "1.2.3.4:5"), ("VIEW", "x")]).unwrap_err();
+        assert_eq!(e.var, "VIEW");
+        let e = cfg(&[("SOCKET_ADDRESS", "1.2.3.4:5"), ("SHARD_COUNT", "0")]).unwrap_err();
+        assert_eq!(e.var, "SHARD_COUNT");
+        let e = cfg(&[("SOCKET_ADDRESS", "1.2.3.4:5"), ("CKV_GRACE_MS", "soon")]).unwrap_err();
+        assert_eq!(e.var, "CKV_GRACE_MS");
+    }
+}

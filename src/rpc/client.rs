@@ -1,0 +1,349 @@
+//! The gRPC client side: implements `Peers` with one lazily connected channel per peer and a
+//! deadline on every call.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert::{
+    clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_to_pb,
+    writes_from_pb,
+};
+use super::pb;
+use super::pb::admin_client::AdminClient;
+use super::pb::membership_client::MembershipClient;
+use super::pb::replication_client::ReplicationClient;
+use super::pb::state_transfer_client::StateTransferClient;
+use crate::cluster::kv::OpReply;
+use crate::cluster::now_ms;
+use crate::cluster::peers::{
+    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers, Snapshot,
+};
+use crate::domain::clock::VectorClock;
+use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::store::Write;
+
+/// Connection attempts give up after this; a refused port fails at once anyway.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bulk transfers (snapshots, reshard batches) may take longer than a control call.
+const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest message accepted from a peer (snapshots of large shards are streamed in chunks).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// `Peers` over gRPC.
+pub struct GrpcPeers {
+    me: String,
+    timeout: Duration,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+fn status_to_error(s: tonic::Status) -> PeerError {
+    match s.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => PeerError::Unreachable(s.message().to_string()),
+        _ => PeerError::Refused(format!("{:?}: {}", s.code(), s.message())),
+    }
+}
+
+impl GrpcPeers {
+    /// A client for node `me` whose calls time out after `timeout`.
+    pub fn new(me: &str, timeout: Duration) -> Self {
+        Self {
+            me: me.to_string(),
+            timeout,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, to: &str) -> PeerResult<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(to) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{to}"))
+            .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect_lazy();
+        channels.insert(to.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(timeout);
+        r
+    }
+
+    async fn deadline<T, F>(&self, timeout: Duration, f: F) -> PeerResult<T>
+    where
+        F: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        match tokio::time::timeout(timeout, f).await {
+            Ok(r) => r.map_err(status_to_error),
+            Err(_) => Err(PeerError::Unreachable("deadline exceeded".into())),
+        }
+    }
+}
+
+impl Peers for GrpcPeers {
+    fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = ReplicationClient::new(self.channel(&to)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let msg = pb::ReplicateRequest {
+                sender: self.me.clone(),
+                writes: writes.iter().map(write_to_pb).collect(),
+                sent_at_ms: now_ms(),
+            };
+            self.deadline(self.timeout, c.replicate(self.request(msg, self.timeout)))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        to: &str,
+        incarnation: u64,
+        map_epoch: u64,
+    ) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = MembershipClient::new(self.channel(&to)?);
+            let msg = pb::HeartbeatRequest {
+                sender: self.me.clone(),
+                incarnation,
+                map_epoch,
+            };
+            let r = self
+                .deadline(self.timeout, c.heartbeat(self.request(msg, self.timeout)))
+                .await?
+                .into_inner();
+            Ok(HeartbeatReply {
+                incarnation: r.incarnation,
+                admitted: r.admitted,
+                clock: clock_from_pb(r.clock),
+                generation: r.generation,
+                map_epoch: r.map_epoch,
+                map: r
+                    .map
+                    .map(map_from_pb)
+                    .transpose()
+                    .map_err(status_to_error)?,
+            })
+        })
+    }
+
+    fn announce(&self, to: &str, incarnation: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = MembershipClient::new(self.channel(&to)?);
+            let msg = pb::AnnounceRequest {
+                sender: self.me.clone(),
+                incarnation,
+            };
+            let r = self
+                .deadline(self.timeout, c.announce(self.request(msg, self.timeout)))
+                .await?
+                .into_inner();
+            Ok(AnnounceReply {
+                view: r.view,
+                map: r
+                    .map
+                    .map(map_from_pb)
+                    .transpose()
+                    .map_err(status_to_error)?
+                    .unwrap_or_default(),
+            })
+        })
+    }
+
+    fn view_change(&self, to: &str, kind: ChangeKind, node: &str) -> BoxFuture<'_, PeerResult<()>> {
+        let (to, node) = (to.to_string(), node.to_string());
+        Box::pin(async move {
+            let mut c = MembershipClient::new(self.channel(&to)?);
+            let kind = match kind {
+                ChangeKind::Down => pb::ChangeKind::Down,
+                ChangeKind::Added => pb::ChangeKind::Added,
+                ChangeKind::Removed => pb::ChangeKind::Removed,
+            };
+            let msg = pb::ViewChangeRequest {
+                sender: self.me.clone(),
+                kind: kind as i32,
+                node,
+            };
+            self.deadline(self.timeout, c.view_change(self.request(msg, self.timeout)))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn install_map(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        let (to, msg) = (to.to_string(), map_to_pb(map));
+        Box::pin(async move {
+            let mut c = MembershipClient::new(self.channel(&to)?);
+            self.deadline(
+                self.timeout,
+                c.install_shard_map(self.request(msg, self.timeout)),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn snapshot(
+        &self,
+        to: &str,
+        generation: u64,
+        known: Option<&VectorClock>,
+    ) -> BoxFuture<'_, PeerResult<Snapshot>> {
+        let to = to.to_string();
+        let msg = pb::SnapshotRequest {
+            requester: self.me.clone(),
+            generation,
+            known: known.map(clock_to_pb).unwrap_or_default(),
+            full: known.is_none(),
+        };
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            self.deadline(BULK_TIMEOUT, async move {
+                let mut stream = c
+                    .snapshot(self.request(msg, BULK_TIMEOUT))
+                    .await?
+                    .into_inner();
+                let mut snap = Snapshot::default();
+                while let Some(chunk) = stream.message().await? {
+                    snap.writes.extend(writes_from_pb(chunk.writes)?);
+                    if chunk.last {
+                        snap.generation = chunk.generation;
+                        snap.clock = clock_from_pb(chunk.clock);
+                        return Ok(snap);
+                    }
+                }
+                Err(tonic::Status::unavailable("snapshot stream ended early"))
+            })
+            .await
+        })
+    }
+
+    fn forward(&self, to: &str, op: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = ReplicationClient::new(self.channel(&to)?)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let (kind, value) = op_to_pb(&op.op);
+            let msg = pb::ForwardRequest {
+                kind: kind as i32,
+                key: op.key,
+                value,
+                metadata: op.metadata,
+                wait_ms: op.wait_ms,
+            };
+            let timeout = self.timeout + Duration::from_millis(op.wait_ms);
+            let r = self
+                .deadline(timeout, c.forward(self.request(msg, timeout)))
+                .await?
+                .into_inner();
+            reply_from_pb(r).map_err(status_to_error)
+        })
+    }
+
+    fn key_count(&self, to: &str, shard: ShardId) -> BoxFuture<'_, PeerResult<u64>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = AdminClient::new(self.channel(&to)?);
+            let msg = pb::KeyCountRequest { shard_id: shard };
+            let r = self
+                .deadline(self.timeout, c.key_count(self.request(msg, self.timeout)))
+                .await?;
+            Ok(r.into_inner().key_count)
+        })
+    }
+
+    fn prepare_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        let (to, msg) = (to.to_string(), map_to_pb(map));
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?);
+            self.deadline(
+                self.timeout,
+                c.prepare_reshard(self.request(msg, self.timeout)),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+        let (to, msg) = (to.to_string(), map_to_pb(map));
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?);
+            let r = self
+                .deadline(
+                    BULK_TIMEOUT,
+                    c.send_reshard_data(self.request(msg, BULK_TIMEOUT)),
+                )
+                .await?;
+            Ok(r.into_inner().keys_sent)
+        })
+    }
+
+    fn receive_reshard_data(
+        &self,
+        to: &str,
+        epoch: u64,
+        writes: Vec<Write>,
+    ) -> BoxFuture<'_, PeerResult<()>> {
+        let to = to.to_string();
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let batch = pb::ReshardBatch {
+                epoch,
+                writes: writes.iter().map(write_to_pb).collect(),
+            };
+            let stream = futures::stream::iter(vec![batch]);
+            self.deadline(
+                BULK_TIMEOUT,
+                c.receive_reshard_data(self.request(stream, BULK_TIMEOUT)),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn commit_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        let (to, msg) = (to.to_string(), map_to_pb(map));
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?);
+            self.deadline(
+                self.timeout,
+                c.commit_reshard(self.request(msg, self.timeout)),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn abort_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        let (to, msg) = (to.to_string(), map_to_pb(map));
+        Box::pin(async move {
+            let mut c = StateTransferClient::new(self.channel(&to)?);
+            self.deadline(
+                self.timeout,
+                c.abort_reshard(self.request(msg, self.timeout)),
+            )
+            .await
+            .map(|_| ())
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! Thin tonic service implementations: convert, call the cluster layer, convert back.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{
+    clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, metadata_from_token, op_from_pb,
+    reply_to_pb, write_to_pb, writes_from_pb,
+};
+use super::pb;
+use crate::cluster::Node;
+use crate::cluster::peers::ChangeKind;
+
+/// Writes per snapshot chunk: keeps each message far below the message size limit.
+const SNAPSHOT_CHUNK: usize = 2_048;
+
+/// Implements every causalkv gRPC service over one node.
+#[derive(Clone)]
+pub struct Services(pub Node);
+
+#[tonic::async_trait]
+impl pb::replication_server::Replication for Services {
+    async fn replicate(
+        &self,
+        req: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let r = req.into_inner();
+        let writes = writes_from_pb(r.writes)?;
+        let (applied, buffered) = self.0.receive_writes(&r.sender, r.sent_at_ms, writes);
+        Ok(Response::new(pb::ReplicateResponse { applied, buffered }))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let r = req.into_inner();
+        let op = op_from_pb(r.kind, r.value)?;
+        let meta = metadata_from_token(&r.metadata)?;
+        let wait = Duration::from_millis(r.wait_ms.min(self.0.cfg.legacy_wait.as_millis() as u64));
+        let reply = self.0.execute_local(&r.key, op, meta, wait).await;
+        Ok(Response::new(reply_to_pb(reply)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::membership_server::Membership for Services {
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.0.on_heartbeat(&r.sender, r.incarnation, r.map_epoch);
+        Ok(Response::new(pb::HeartbeatResponse {
+            responder: self.0.me.to_string(),
+            incarnation: self.0.incarnation,
+            admitted: a.admitted,
+            clock: clock_to_pb(&a.clock),
+            generation: a.generation,
+            map: a.map.as_ref().map(map_to_pb),
+            map_epoch: a.map_epoch,
+        }))
+    }
+
+    async fn announce(
+        &self,
+        req: Request<pb::AnnounceRequest>,
+    ) -> Result<Response<pb::AnnounceResponse>, Status> {
+        let r = req.into_inner();
+        let (view, map) = self.0.on_announce(&r.sender, r.incarnation);
+        Ok(Response::new(pb::AnnounceResponse {
+            responder: self.0.me.to_string(),
+            view,
+            map: map.is_known().then(|| map_to_pb(&map)),
+        }))
+    }
+
+    async fn view_change(
+        &self,
+        req: Request<pb::ViewChangeRequest>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let r = req.into_inner();
+        let kind = match pb::ChangeKind::try_from(r.kind) {
+            Ok(pb::ChangeKind::Down) => ChangeKind::Down,
+            Ok(pb::ChangeKind::Added) => ChangeKind::Added,
+            Ok(pb::ChangeKind::Removed) => ChangeKind::Removed,
+            _ => return Err(Status::invalid_argument("unknown change kind")),
+        };
+        self.0.on_view_change(&r.sender, kind, &r.node);
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn install_shard_map(
+        &self,
+        req: Request<pb::ShardMap>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.0.install_map(map_from_pb(req.into_inner())?);
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::state_transfer_server::StateTransfer for Services {
+    type SnapshotStream = ChunkStream;
+
+    async fn snapshot(
+        &self,
+        req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        let known = (!r.full).then(|| clock_from_pb(r.known));
+        let (writes, generation, clock) = self.0.snapshot_for(r.generation, known.as_ref());
+        let mut chunks: Vec<pb::SnapshotChunk> = writes
+            .chunks(SNAPSHOT_CHUNK)
+            .map(|c| pb::SnapshotChunk {
+                writes: c.iter().map(write_to_pb).collect(),
+                ..Default::default()
+            })
+            .collect();
+        chunks.push(pb::SnapshotChunk {
+            writes: Vec::new(),
+            last: true,
+            generation,
+            clock: clock_to_pb(&clock),
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn prepare_reshard(
+        &self,
+        req: Request<pb::ShardMap>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let map = map_from_pb(req.into_inner())?;
+        self.0
+            .prepare_reshard(map)
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn send_reshard_data(
+        &self,
+        req: Request<pb::ShardMap>,
+    ) -> Result<Response<pb::ReshardDataResponse>, Status> {
+        let map = map_from_pb(req.into_inner())?;
+        let keys_sent = self
+            .0
+            .send_reshard_data(map)
+            .await
+            .map_err(Status::aborted)?;
+        Ok(Response::new(pb::ReshardDataResponse { keys_sent }))
+    }
+
+    async fn receive_reshard_data(
+        &self,
+        req: Request<Streaming<pb::ReshardBatch>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let mut stream = req.into_inner();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let writes = writes_from_pb(batch.writes)?;
+            self.0
+                .stage(batch.epoch, writes)
+                .map_err(Status::failed_precondition)?;
+        }
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn commit_reshard(
+        &self,
+        req: Request<pb::ShardMap>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        self.0.install_map(map_from_pb(req.into_inner())?);
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn abort_reshard(&self, req: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
+        self.0.abort_reshard(&map_from_pb(req.into_inner())?);
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Services {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let n = &self.0;
+        let (view, peers, clock, pending, keys, map, shard) = {
+            let st = n.state();
+            let peers: Vec<(String, &'static str, u64)> = st
+                .liveness
+                .peers()
+                .map(|(a, p)| (a.to_string(), p.state.name(), p.incarnation))
+                .collect();
+            (
+                st.liveness.view(),
+                peers,
+                st.replica.clock.clone(),
+                st.replica.pending_len() as u64,
+                st.replica.store.live_count() as u64,
+                st.map.clone(),
+                st.my_shard(&n.me),
+            )
+        };
+        let peers = peers
+            .into_iter()
+            .map(|(address, state, incarnation)| pb::PeerStatus {
+                queue_depth: n.queue_depth(&address) as u64,
+                address,
+                state: state.to_string(),
+                incarnation,
+            })
+            .collect();
+        Ok(Response::new(pb::StatusResponse {
+            address: n.me.to_string(),
+            incarnation: n.incarnation,
+            ready: *n.ready.borrow(),
+            view,
+            peers,
+            clock: clock_to_pb(&clock),
+            pending_writes: pending,
+            key_count: keys,
+            map: Some(map_to_pb(&map)),
+            shard_id: shard,
+        }))
+    }
+
+    async fn key_count(
+        &self,
+        req: Request<pb::KeyCountRequest>,
+    ) -> Result<Response<pb::KeyCountResponse>, Status> {
+        let id = req.into_inner().shard_id;
+        match self.0.local_key_count(id) {
+            Some(key_count) => Ok(Response::new(pb::KeyCountResponse { key_count })),
+            None => Err(Status::failed_precondition(format!(
+                "not a member of shard {id}"
+            ))),
+        }
+    }
+}

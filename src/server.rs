@@ -1,0 +1,141 @@
+//! Binds one listener and serves REST (HTTP/1.1) and gRPC (h2c) on it: the causalkv services,
+//! `grpc.health.v1` and server reflection. Shuts down gracefully on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::StatusCode;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::api;
+use crate::cluster::Node;
+use crate::config::Config;
+use crate::rpc::client::{GrpcPeers, MAX_MESSAGE_BYTES};
+use crate::rpc::pb;
+use crate::rpc::service::Services;
+
+/// How long in-flight requests may run after SIGTERM before the process exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Errors that stop a server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(String, std::io::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// Serving failed.
+    #[error("serve: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The combined REST + gRPC router of `node`.
+pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
+    let services = Services(node.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health
+        .set_serving::<pb::replication_server::ReplicationServer<Services>>()
+        .await;
+    health
+        .set_serving::<pb::membership_server::MembershipServer<Services>>()
+        .await;
+    health
+        .set_serving::<pb::state_transfer_server::StateTransferServer<Services>>()
+        .await;
+    health
+        .set_serving::<pb::admin_server::AdminServer<Services>>()
+        .await;
+    // Both reflection versions: grpcurl and older tools still ask v1alpha first.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let grpc = tonic::service::Routes::new(
+        pb::replication_server::ReplicationServer::new(services.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(pb::membership_server::MembershipServer::new(
+        services.clone(),
+    ))
+    .add_service(
+        pb::state_transfer_server::StateTransferServer::new(services.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .add_service(pb::admin_server::AdminServer::new(services))
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .prepare()
+    .into_axum_router();
+    Ok(grpc.merge(api::router(node)).fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "No such endpoint"})),
+        )
+    }))
+}
+
+/// Runs a node until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    let peers = Arc::new(GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout));
+    let listen = cfg.listen_address;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
+    let node = Node::new(cfg, peers);
+    let app = router(node.clone()).await?;
+    info!(node = %node.me, %listen, incarnation = node.incarnation, "listening (REST + gRPC)");
+    let starter = node.clone();
+    tokio::spawn(async move { starter.start().await });
+    let stopper = node.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!(node = %stopper.me, "shutting down");
+            stopper.shutdown();
+            // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
+            tokio::spawn(async {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                std::process::exit(0);
+            });
+        })
+        .await
+        .map_err(ServerError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
