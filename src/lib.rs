@@ -1,4 +1,5 @@
 //! causalkv: a sharded, replicated, causally consistent key-value store.
+pub mod check;
 pub mod rpc {
     //! Generated protobuf/gRPC code.
     pub mod pb {
