@@ -1,9 +1,10 @@
 //! causalkv: a sharded, replicated, causally consistent key-value store.
 //!
 //! Layers (dependencies point inward): `server` → `api` (REST) + `rpc` (gRPC) → `cluster`
-//! (async algorithms) → `domain` (pure).
+//! (async algorithms) → `domain` (pure). `check` verifies recorded client histories.
 
 pub mod api;
+pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod domain;
