@@ -113,11 +113,14 @@ impl Node {
         }
     }
 
+    /// Sends one batch, retrying while the peer is still in the view (once it is suspected,
+    /// anti-entropy takes over after its re-admission).
     async fn send_with_retry(&self, peer: &str, batch: Vec<Write>) -> bool {
         let mut attempt = 0;
         loop {
             match self.peers.replicate(peer, batch.clone()).await {
                 Ok(()) => return true,
+                Err(_) if !self.state().liveness.in_view(peer) => return false,
                 Err(e) if attempt < RETRY_BACKOFF.len() => {
                     debug!(node = %self.me, %peer, error = %e, "replication send failed, retrying");
                     tokio::time::sleep(RETRY_BACKOFF[attempt]).await;

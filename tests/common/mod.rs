@@ -1,0 +1,347 @@
+//! Test harness: real `causalkv` processes on loopback addresses, driven over HTTP only.
+//! Every cluster gets its own 127.x.y.0/24 block so concurrent tests never collide; every
+//! wait is bounded; dropping a cluster kills its processes.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
+
+/// A running node process.
+pub struct NodeProc {
+    pub addr: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+/// A loopback cluster of real processes.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub http: reqwest::Client,
+    base: String,
+}
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_causalkv")
+}
+
+impl Cluster {
+    /// Address of node `i` (0-based) in this cluster's block.
+    pub fn addr_in(base: &str, i: usize) -> String {
+        format!("{base}.{}:8090", i + 2)
+    }
+
+    /// Starts `n` nodes with `SHARD_COUNT=shards` plus extra environment, and waits until each
+    /// answers `GET /view` (bounded).
+    pub async fn start(n: usize, shards: Option<u32>, extra: &[(&str, &str)]) -> Cluster {
+        let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        let base = format!("127.{}.{}", 20 + std::process::id() % 200, block % 250 + 1);
+        let view: Vec<String> = (0..n).map(|i| Self::addr_in(&base, i)).collect();
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
+            base,
+        };
+        for addr in &view {
+            let mut env = vec![
+                ("SOCKET_ADDRESS".to_string(), addr.clone()),
+                ("VIEW".to_string(), view.join(",")),
+                ("RUST_LOG".to_string(), "info".to_string()),
+            ];
+            if let Some(s) = shards {
+                env.push(("SHARD_COUNT".into(), s.to_string()));
+            }
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            c.nodes.push(NodeProc {
+                addr: addr.clone(),
+                env,
+                child: None,
+            });
+        }
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_up(i, Duration::from_secs(20)).await;
+        }
+        c
+    }
+
+    /// Address for a node that is not started yet (e.g. a spare added later).
+    pub fn spare_addr(&self, i: usize) -> String {
+        Self::addr_in(&self.base, i)
+    }
+
+    /// Starts an extra node `addr` with the given VIEW and optional SHARD_COUNT.
+    pub async fn start_extra(&mut self, addr: &str, view: &[String], shards: Option<u32>) -> usize {
+        let mut env = vec![
+            ("SOCKET_ADDRESS".to_string(), addr.to_string()),
+            ("VIEW".to_string(), view.join(",")),
+        ];
+        if let Some(s) = shards {
+            env.push(("SHARD_COUNT".into(), s.to_string()));
+        }
+        self.nodes.push(NodeProc {
+            addr: addr.to_string(),
+            env,
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i);
+        self.wait_up(i, Duration::from_secs(20)).await;
+        i
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let child = Command::new(exe())
+            .arg("serve")
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var("CKV_TEST_LOGS").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn causalkv");
+        node.child = Some(child);
+    }
+
+    /// Waits until node `i` answers HTTP.
+    pub async fn wait_up(&self, i: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(self.url(i, "/view"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not come up",
+                self.nodes[i].addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        self.nodes[i].addr.clone()
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].addr, path)
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again with its original environment (full VIEW).
+    pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_up(i, Duration::from_secs(20)).await;
+    }
+
+    /// Sends a request with a JSON body (or none); returns status and JSON body.
+    pub async fn req(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self.http.request(m, self.url(i, path));
+        if let Some(b) = body {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        let r = rb
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.addr(i)));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Raw request body (for malformed-input tests).
+    pub async fn raw(&self, i: usize, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let r = self
+            .http
+            .request(m, self.url(i, path))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn put(&self, i: usize, key: &str, value: Value, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "PUT",
+            &format!("/kvs/{key}"),
+            Some(json!({"value": value, "causal-metadata": meta})),
+        )
+        .await
+    }
+
+    pub async fn get(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "GET",
+            &format!("/kvs/{key}"),
+            Some(json!({"causal-metadata": meta})),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "DELETE",
+            &format!("/kvs/{key}"),
+            Some(json!({"causal-metadata": meta})),
+        )
+        .await
+    }
+
+    /// Retries a request while it answers 503 "dependencies not satisfied", for at most about
+    /// 1.3 s, as course clients do (replication to another node takes a few milliseconds).
+    pub async fn retry(&self, i: usize, method: &str, key: &str, body: Value) -> (u16, Value) {
+        let deadline = Instant::now() + Duration::from_millis(1300);
+        loop {
+            let (s, b) = self
+                .req(i, method, &format!("/kvs/{key}"), Some(body.clone()))
+                .await;
+            if s != 503 || Instant::now() >= deadline {
+                return (s, b);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn put_r(&self, i: usize, key: &str, value: Value, meta: &Value) -> (u16, Value) {
+        self.retry(
+            i,
+            "PUT",
+            key,
+            json!({"value": value, "causal-metadata": meta}),
+        )
+        .await
+    }
+
+    pub async fn get_r(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.retry(i, "GET", key, json!({"causal-metadata": meta}))
+            .await
+    }
+
+    pub async fn delete_r(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.retry(i, "DELETE", key, json!({"causal-metadata": meta}))
+            .await
+    }
+
+    /// `GET /view` of node `i`, sorted.
+    pub async fn view(&self, i: usize) -> Vec<String> {
+        let (s, b) = self.req(i, "GET", "/view", None).await;
+        assert_eq!(s, 200, "{b}");
+        let mut v: Vec<String> = serde_json::from_value(b["view"].clone()).expect("view list");
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `limit`; panics with `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sorted list of strings.
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
