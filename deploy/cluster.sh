@@ -104,6 +104,8 @@ run_node() {
         if container_running "$name"; then say "$name already running"; return 0; fi
         docker rm -f "$name" >/dev/null
     fi
+    # Never let `docker run` fall back to pulling from a registry.
+    docker image inspect "$IMAGE" >/dev/null 2>&1 || die "image $IMAGE not found; build it with deploy/build-image.sh"
     local hp; hp="$(node_hport "$name")"
     local args=(run -d --name "$name" --label "$LABEL" --label "causalkv.node=$name"
         --net "$NET" --ip "$(node_ip "$name")" -p "$PUBLISH_ADDR:$hp:$PORT"
