@@ -1,0 +1,258 @@
+//! The sharded store end to end: 6 nodes, 2 shards, a spare, add-member and reshard, on loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Cluster, eventually, sorted};
+use serde_json::{Value, json};
+
+const KEYS: usize = 600;
+
+async fn members(c: &Cluster, i: usize, shard: u64) -> Vec<String> {
+    let (s, b) = c
+        .req(i, "GET", &format!("/shard/members/{shard}"), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    sorted(serde_json::from_value(b["shard-members"].clone()).expect("members"))
+}
+
+async fn ids(c: &Cluster, i: usize) -> Vec<u64> {
+    let (s, b) = c.req(i, "GET", "/shard/ids", None).await;
+    assert_eq!(s, 200);
+    serde_json::from_value(b["shard-ids"].clone()).expect("ids")
+}
+
+async fn key_count(c: &Cluster, i: usize, shard: u64) -> u64 {
+    let (s, b) = c
+        .req(i, "GET", &format!("/shard/key-count/{shard}"), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["shard-key-count"].as_u64().expect("count")
+}
+
+/// Every node reports the same counts, and they sum to KEYS within ±25 % of the ideal.
+async fn counts_agree(c: &Cluster, shard_ids: &[u64]) -> Vec<u64> {
+    let mut first: Option<Vec<u64>> = None;
+    for i in 0..c.nodes.len() {
+        let mut counts = Vec::new();
+        for s in shard_ids {
+            counts.push(key_count(c, i, *s).await);
+        }
+        match &first {
+            None => first = Some(counts),
+            Some(f) => assert_eq!(f, &counts, "node {i} disagrees on key counts"),
+        }
+    }
+    let counts = first.expect("nodes");
+    assert_eq!(counts.iter().sum::<u64>(), KEYS as u64, "{counts:?}");
+    let ideal = KEYS as f64 / shard_ids.len() as f64;
+    for n in &counts {
+        assert!(
+            (*n as f64) > 0.75 * ideal && (*n as f64) < 1.25 * ideal,
+            "unbalanced {counts:?}"
+        );
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_nodes_two_shards_add_member_and_reshard() {
+    let mut c = Cluster::start(6, Some(2), &[]).await;
+    // ids, members and node-shard-id agree everywhere; each shard has >= 2 members
+    let mut all_members = BTreeSet::new();
+    for i in 0..6 {
+        assert_eq!(ids(&c, i).await, vec![0, 1]);
+        let (m0, m1) = (members(&c, i, 0).await, members(&c, i, 1).await);
+        assert!(m0.len() >= 2 && m1.len() >= 2);
+        assert_eq!(
+            (m0.clone(), m1.clone()),
+            (members(&c, 0, 0).await, members(&c, 0, 1).await)
+        );
+        let (s, b) = c.req(i, "GET", "/shard/node-shard-id", None).await;
+        assert_eq!(s, 200);
+        let mine = b["node-shard-id"].as_u64().expect("integer shard id");
+        let list = if mine == 0 { &m0 } else { &m1 };
+        assert!(list.contains(&c.addr(i)));
+        all_members.extend(m0.into_iter().chain(m1));
+    }
+    assert_eq!(all_members.len(), 6);
+    // unknown shard ids
+    for path in ["/shard/members/7", "/shard/key-count/7", "/shard/members/x"] {
+        let (s, b) = c.req(0, "GET", path, None).await;
+        assert_eq!(s, 404, "{path}");
+        assert!(b["error"].is_string());
+    }
+
+    // 600 PUTs rotated over all nodes with one chained metadata value
+    let mut meta = Value::Null;
+    for k in 0..KEYS {
+        let (s, b) = c.put_r(k % 6, &format!("key{k}"), json!(k), &meta).await;
+        assert_eq!(s, 201, "key{k}: {b}");
+        assert!(b["shard-id"].as_u64().is_some_and(|s| s < 2));
+        meta = b["causal-metadata"].clone();
+    }
+    // every key reads back from a different node
+    for k in 0..KEYS {
+        let (s, b) = c.get_r((k + 1) % 6, &format!("key{k}"), &meta).await;
+        assert_eq!((s, &b["value"]), (200, &json!(k)), "key{k}: {b}");
+        meta = b["causal-metadata"].clone();
+    }
+    counts_agree(&c, &[0, 1]).await;
+
+    // a spare joins the view, then add-member
+    let view: Vec<String> = c.addrs().into_iter().chain([c.spare_addr(6)]).collect();
+    let grace_addr = c.spare_addr(6);
+    let grace = c.start_extra(&grace_addr, &view, None).await;
+    for i in 0..7 {
+        eventually(Duration::from_secs(5), "spare in every view", || async {
+            (c.view(i).await.len() == 7).then_some(())
+        })
+        .await;
+    }
+    let (_, b) = c.req(grace, "GET", "/shard/node-shard-id", None).await;
+    assert_eq!(b["node-shard-id"], Value::Null);
+    let (s, b) = c
+        .req(
+            0,
+            "PUT",
+            "/shard/add-member/9",
+            Some(json!({"socket-address": grace_addr})),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = c
+        .req(
+            0,
+            "PUT",
+            "/shard/add-member/1",
+            Some(json!({"socket-address": "127.9.9.9:1"})),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = c
+        .req(
+            2,
+            "PUT",
+            "/shard/add-member/1",
+            Some(json!({"socket-address": grace_addr})),
+        )
+        .await;
+    assert_eq!((s, b), (200, json!({"result": "node added to shard"})));
+    let expected = key_count(&c, 0, 1).await;
+    eventually(
+        Duration::from_secs(5),
+        "everyone agrees on the new member",
+        || async {
+            for i in 0..7 {
+                if !members(&c, i, 1).await.contains(&grace_addr) {
+                    return None;
+                }
+            }
+            let (_, b) = c.req(grace, "GET", "/shard/node-shard-id", None).await;
+            (b["node-shard-id"] == json!(1)).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "new member holds the shard's data",
+        || async {
+            let (_, b) = c.req(grace, "GET", "/shard/key-count/1", None).await;
+            (b["shard-key-count"] == json!(expected)).then_some(())
+        },
+    )
+    .await;
+
+    // reshard
+    let (s, b) = c
+        .req(0, "PUT", "/shard/reshard", Some(json!({"shard-count": 10})))
+        .await;
+    assert_eq!(
+        (s, b),
+        (
+            400,
+            json!({"error": "Not enough nodes to provide fault tolerance with requested shard count"})
+        )
+    );
+    let (s, b) = c
+        .req(3, "PUT", "/shard/reshard", Some(json!({"shard-count": 3})))
+        .await;
+    assert_eq!((s, b), (200, json!({"result": "resharded"})));
+    let mut everyone = BTreeSet::new();
+    for i in 0..7 {
+        assert_eq!(ids(&c, i).await, vec![0, 1, 2]);
+        for s in 0..3 {
+            let m = members(&c, i, s).await;
+            assert!(m.len() >= 2, "shard {s}: {m:?}");
+            everyone.extend(m);
+        }
+    }
+    assert_eq!(everyone.len(), 7);
+    counts_agree(&c, &[0, 1, 2]).await;
+    // every key reads back with the old chained metadata
+    for k in 0..KEYS {
+        let (s, b) = c.get_r(k % 7, &format!("key{k}"), &meta).await;
+        assert_eq!(
+            (s, &b["value"]),
+            (200, &json!(k)),
+            "key{k} after reshard: {b}"
+        );
+        assert!(b["shard-id"].as_u64().is_some_and(|s| s < 3));
+    }
+    // and writes go on in the new layout
+    let (s, b) = c.put_r(6, "after-reshard", json!("yes"), &meta).await;
+    assert_eq!(s, 201, "{b}");
+    let m = b["causal-metadata"].clone();
+    let (s, b) = c.get_r(0, "after-reshard", &m).await;
+    assert_eq!((s, &b["value"]), (200, &json!("yes")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_delete_and_unreachable_owner() {
+    let c = Cluster::start(4, Some(2), &[]).await;
+    let shard1 = members(&c, 0, 1).await;
+    let outsider = (0..4)
+        .find(|i| !shard1.contains(&c.addr(*i)))
+        .expect("a shard-0 node");
+    // find a key owned by shard 1
+    let mut meta = Value::Null;
+    let mut key = String::new();
+    for k in 0..50 {
+        let (s, b) = c.put_r(outsider, &format!("f{k}"), json!(k), &meta).await;
+        assert!(s == 201, "{b}");
+        meta = b["causal-metadata"].clone();
+        if b["shard-id"] == json!(1) {
+            key = format!("f{k}");
+            break;
+        }
+    }
+    assert!(!key.is_empty());
+    let (s, b) = c.delete_r(outsider, &key, &meta).await;
+    assert_eq!((s, &b["result"]), (200, &json!("deleted")), "{b}");
+    assert_eq!(b["shard-id"], json!(1));
+    let meta = b["causal-metadata"].clone();
+    let (s, _) = c.get_r(outsider, &key, &meta).await;
+    assert_eq!(s, 404);
+    // pause the whole owning shard: forwarding fails with 503 in bounded time
+    let owners: Vec<usize> = (0..4).filter(|i| shard1.contains(&c.addr(*i))).collect();
+    for i in &owners {
+        c.pause(*i);
+    }
+    let started = std::time::Instant::now();
+    let (s, b) = c.get(outsider, &key, &meta).await;
+    for i in &owners {
+        c.resume(*i);
+    }
+    assert_eq!(
+        (s, &b["error"]),
+        (503, &json!("Cannot forward request")),
+        "{b}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
