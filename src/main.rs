@@ -61,11 +61,11 @@ fn main() -> anyhow::Result<()> {
             port,
         } => {
             anyhow::ensure!(
-                nodes >= 1 && nodes <= 200,
+                (1..=200).contains(&nodes),
                 "--nodes must be between 1 and 200"
             );
             anyhow::ensure!(
-                shards >= 1 && nodes >= 2 * shards as usize || shards == 1,
+                shards >= 1 && (shards == 1 || nodes >= 2 * shards as usize),
                 "each shard needs at least 2 nodes"
             );
             let cluster = LocalCluster {
