@@ -131,17 +131,20 @@ impl Node {
                 && st.liveness.in_view(peer)
                 && reply.generation == st.replica.generation
                 && st.staging.is_none();
-            let ahead = usable
-                && !reply
-                    .clock
-                    .le_within(&st.replica.clock, super::scope(&st.map, &self.me));
-            if !ahead {
-                st.ahead.remove(peer);
-                false
+            // Sync only when we still lack what the peer had delivered one heartbeat ago:
+            // writes in flight under steady load do not count as lag.
+            let in_scope = super::scope(&st.map, &self.me);
+            let lagging = usable
+                && st
+                    .ahead
+                    .get(peer)
+                    .is_some_and(|before| !before.le_within(&st.replica.clock, &in_scope));
+            if usable {
+                st.ahead.insert(peer.to_string(), reply.clock);
             } else {
-                // Lag seen twice in a row is not replication in flight: pull a delta.
-                !st.ahead.insert(peer.to_string())
+                st.ahead.remove(peer);
             }
+            lagging
         };
         if sync {
             let node = self.clone();

@@ -13,7 +13,7 @@ pub mod reshard;
 pub mod shards;
 pub mod sync;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::domain::clock::VectorClock;
 use crate::domain::liveness::PeerTable;
 use crate::domain::replica::Replica;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -50,8 +51,9 @@ pub struct State {
     pub liveness: PeerTable,
     /// A reshard in progress, if any: client writes wait while it is set.
     pub staging: Option<Staging>,
-    /// Peers whose clock was ahead of ours at their last heartbeat (anti-entropy).
-    pub ahead: HashSet<String>,
+    /// Each shard peer's delivered clock at its last heartbeat (anti-entropy compares it with
+    /// ours one heartbeat later).
+    pub ahead: HashMap<String, VectorClock>,
     /// When we last heard from each peer (a failed call older than that is not evidence).
     pub last_contact: HashMap<String, Instant>,
 }
@@ -154,7 +156,7 @@ impl Node {
             liveness: PeerTable::new(&me, &cfg.view, cfg.grace),
             map,
             staging: None,
-            ahead: HashSet::new(),
+            ahead: HashMap::new(),
             last_contact: HashMap::new(),
         };
         Node(Arc::new(Inner {

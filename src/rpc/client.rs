@@ -216,11 +216,13 @@ impl Peers for GrpcPeers {
         Box::pin(async move {
             let mut c = StateTransferClient::new(self.channel(&to)?)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            // A peer that does not start answering within the RPC deadline is skipped (it may be
+            // paused); once it streams, the whole transfer may take up to BULK_TIMEOUT.
+            let mut stream = self
+                .deadline(self.timeout, c.snapshot(self.request(msg, BULK_TIMEOUT)))
+                .await?
+                .into_inner();
             self.deadline(BULK_TIMEOUT, async move {
-                let mut stream = c
-                    .snapshot(self.request(msg, BULK_TIMEOUT))
-                    .await?
-                    .into_inner();
                 let mut snap = Snapshot::default();
                 while let Some(chunk) = stream.message().await? {
                     snap.writes.extend(writes_from_pb(chunk.writes)?);

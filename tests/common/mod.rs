@@ -117,17 +117,18 @@ impl Cluster {
         node.child = Some(child);
     }
 
-    /// Waits until node `i` answers HTTP.
+    /// Waits until node `i` serves key-value requests (start-up transfer done): a probe read
+    /// answers 404 or 200 rather than 503 or nothing.
     pub async fn wait_up(&self, i: usize, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(r) = self
                 .http
-                .get(self.url(i, "/view"))
-                .timeout(Duration::from_millis(500))
+                .get(self.url(i, "/kvs/__probe__"))
+                .timeout(Duration::from_millis(1500))
                 .send()
                 .await
-                && r.status().is_success()
+                && matches!(r.status().as_u16(), 200 | 404)
             {
                 return;
             }
