@@ -151,6 +151,15 @@ impl Node {
             let peer = peer.to_string();
             tokio::spawn(async move { node.sync_from(&peer).await });
         }
+        // A replica that could not get its shard's full data yet keeps trying.
+        let incomplete = {
+            let st = self.state();
+            !st.replica.complete && st.shard_peers(&self.me).iter().any(|p| p == peer)
+        };
+        if incomplete {
+            let node = self.clone();
+            tokio::spawn(async move { node.try_full_sync().await });
+        }
     }
 
     /// Answers a heartbeat from `sender`.

@@ -66,16 +66,20 @@ impl Node {
                                 }
                             }
                         }
-                        st.replica.reset(map.generation, store);
+                        st.replica.reset(map.generation, store, true);
                         false
                     }
                     None => {
-                        st.replica.reset(map.generation, Store::new());
+                        st.replica.reset(map.generation, Store::new(), false);
                         new_shard.is_some()
                     }
                 }
             } else {
-                old_shard != new_shard && new_shard.is_some()
+                let joined = old_shard != new_shard && new_shard.is_some();
+                if joined {
+                    st.replica.complete = false;
+                }
+                joined
             };
             for node in map.assignment.keys() {
                 if *node != *self.me && st.liveness.get(node).is_none() {

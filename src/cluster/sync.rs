@@ -46,7 +46,11 @@ impl Node {
                 return false;
             }
             let in_scope = scope(&st.map, &self.me);
-            st.replica.absorb(snap.writes, &snap.clock, &in_scope)
+            let changed = st.replica.absorb(snap.writes, &snap.clock, &in_scope);
+            if full {
+                st.replica.complete = true;
+            }
+            changed
         };
         if changed > 0 {
             info!(node = %self.me, %peer, keys = changed, "caught up from peer");
@@ -63,22 +67,42 @@ impl Node {
         }
     }
 
-    /// Start-up and new-member transfer: pull from the first live member that answers, waiting
-    /// for a concurrent pull to finish rather than skipping.
+    /// Start-up and new-member transfer: pull everything from the first live member of the shard
+    /// that answers. Waits (bounded) for a pull already running rather than skipping.
     pub async fn full_sync(&self) {
+        if self.acquire_sync(true).await {
+            self.pull_full_from_any().await;
+        }
+    }
+
+    /// Like [`Node::full_sync`], but does nothing if a pull is running or the replica is already
+    /// complete (called from every heartbeat while it is not).
+    pub async fn try_full_sync(&self) {
+        if !self.state().replica.complete && self.acquire_sync(false).await {
+            self.pull_full_from_any().await;
+        }
+    }
+
+    async fn pull_full_from_any(&self) {
         for peer in self.sync_sources() {
-            for _ in 0..20 {
-                if !self.syncing.swap(true, Ordering::AcqRel) {
-                    break;
-                }
-                self.pause().await;
-            }
-            let ok = self.pull(&peer, true).await;
-            self.syncing.store(false, Ordering::Release);
-            if ok {
-                return;
+            if self.pull(&peer, true).await {
+                break;
             }
         }
+        self.syncing.store(false, Ordering::Release);
+    }
+
+    /// Takes the one-pull-at-a-time flag, waiting up to about 10 s if `wait`.
+    async fn acquire_sync(&self, wait: bool) -> bool {
+        for _ in 0..if wait { 50 } else { 1 } {
+            if !self.syncing.swap(true, Ordering::AcqRel) {
+                return true;
+            }
+            if wait {
+                self.pause().await;
+            }
+        }
+        false
     }
 
     /// Answers a snapshot request: writes the requester lacks (everything when `known` is

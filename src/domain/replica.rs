@@ -24,6 +24,10 @@ pub struct Replica {
     pub store: Store,
     /// Writes delivered, per origin of this shard.
     pub clock: VectorClock,
+    /// False while this replica may lack data of earlier generations (it joined its shard, or
+    /// missed a reshard, and has not pulled a full copy yet): metadata of an earlier generation
+    /// is then not satisfied.
+    pub complete: bool,
     pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
 }
@@ -38,20 +42,25 @@ pub struct Offered {
 }
 
 impl Replica {
-    /// An empty replica of `generation`.
+    /// An empty replica of `generation`, complete (nothing earlier exists).
     pub fn new(generation: u64) -> Self {
         Self {
             generation,
+            complete: true,
             ..Self::default()
         }
     }
 
     /// True when every write `meta` depends on (within scope) has been delivered here.
-    /// Metadata of an older generation is always satisfied (that generation is settled);
-    /// a newer generation never is (this node has not installed it yet).
+    /// Metadata of an older generation is satisfied once this replica holds its shard's full
+    /// data (that generation was settled by the reshard); a newer generation never is (this
+    /// node has not installed it yet). Empty metadata depends on nothing.
     pub fn satisfies(&self, meta: &CausalMetadata, scope: impl Fn(&str) -> bool) -> bool {
+        if meta.is_empty() {
+            return true;
+        }
         match meta.generation.cmp(&self.generation) {
-            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Less => self.complete,
             std::cmp::Ordering::Greater => false,
             std::cmp::Ordering::Equal => meta.clock.le_within(&self.clock, scope),
         }
@@ -197,10 +206,12 @@ impl Replica {
         self.pending_len
     }
 
-    /// Starts a new generation with `store` as its data: clocks and buffers reset.
-    pub fn reset(&mut self, generation: u64, store: Store) {
+    /// Starts a new generation with `store` as its data: clocks and buffers reset. `complete`
+    /// says whether `store` holds all of the shard's earlier data.
+    pub fn reset(&mut self, generation: u64, store: Store, complete: bool) {
         *self = Self::new(generation);
         self.store = store;
+        self.complete = complete;
     }
 
     /// Metadata to return after reading `entry_version` (or nothing) with `meta`.
@@ -319,9 +330,16 @@ mod tests {
 
     #[test]
     fn generations_gate_satisfaction() {
-        let r = Replica::new(2);
+        let mut r = Replica::new(2);
         let mut old = meta(&[(A, 100)]);
         assert!(r.satisfies(&old, scope));
+        r.complete = false;
+        assert!(
+            !r.satisfies(&old, scope),
+            "an incomplete replica may lack old data"
+        );
+        assert!(r.satisfies(&CausalMetadata::empty(), scope));
+        r.complete = true;
         old.generation = 3;
         assert!(!r.satisfies(&old, scope));
         let out = r.metadata_after(&meta(&[(A, 100)]), None);
