@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             port,
         } => {
             anyhow::ensure!(
-                nodes >= 1 && nodes <= 200,
+                (1..=200).contains(&nodes),
                 "--nodes must be between 1 and 200"
             );
             anyhow::ensure!(
