@@ -133,6 +133,15 @@ async fn legacy_six_nodes_two_shards() {
         .req(0, "GET", &format!("{SHARD}/shard-id-members/7"), None)
         .await;
     assert_eq!((s, &b["message"]), (404, &json!("Error in GET")), "{b}");
+    let (s, b) = c
+        .req(1, "GET", &format!("{SHARD}/shard-id-key-count/x"), None)
+        .await;
+    assert_eq!((s, &b["message"]), (404, &json!("Error in GET")), "{b}");
+    let stranger = Some(json!({"socket-address": "127.9.9.9:1"}));
+    let (s, b) = c
+        .req(2, "PUT", &format!("{SHARD}/add-member/0"), stranger)
+        .await;
+    assert_eq!((s, &b["message"]), (404, &json!("Error in PUT")), "{b}");
 
     // 600 chained PUTs rotated over the nodes: each blocks rather than answering 503
     let mut meta = json!("");
