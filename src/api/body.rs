@@ -34,6 +34,14 @@ pub fn metadata(obj: &Map<String, Value>) -> Result<CausalMetadata, String> {
     }
 }
 
+/// The `causal-metadata` token exactly as the client sent it; `None` when absent, `null` or `""`.
+pub fn metadata_token(obj: &Map<String, Value>) -> Option<&str> {
+    match obj.get("causal-metadata") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
 /// The `socket-address` field, validated as `IP:PORT`.
 pub fn socket_address(obj: &Map<String, Value>) -> Result<String, String> {
     match obj.get("socket-address") {

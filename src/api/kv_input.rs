@@ -29,6 +29,28 @@ pub enum Method {
     Delete,
 }
 
+impl Method {
+    /// The method's name as it appears in legacy messages (`"Error in GET"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Put => "PUT",
+            Method::Get => "GET",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// A parsed key-value request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KvRequest {
+    /// The operation.
+    pub op: KvOp,
+    /// The client's metadata, decoded.
+    pub meta: CausalMetadata,
+    /// The metadata token exactly as sent (`None` for absent, `null` or `""`).
+    pub token: Option<String>,
+}
+
 /// Parses a key-value request into an operation and the client's metadata.
 pub fn parse(
     key: &str,
@@ -36,6 +58,16 @@ pub fn parse(
     raw: &Bytes,
     max_value: usize,
 ) -> Result<(KvOp, CausalMetadata), InputError> {
+    parse_request(key, method, raw, max_value).map(|r| (r.op, r.meta))
+}
+
+/// Like [`parse`], keeping the metadata token as sent as well.
+pub fn parse_request(
+    key: &str,
+    method: Method,
+    raw: &Bytes,
+    max_value: usize,
+) -> Result<KvRequest, InputError> {
     let obj = body::object(raw).map_err(InputError::Invalid)?;
     if body::key_too_long(key) {
         return Err(InputError::KeyTooLong);
@@ -49,5 +81,9 @@ pub fn parse(
             None => return Err(InputError::ValueMissing),
         },
     };
-    Ok((op, meta))
+    Ok(KvRequest {
+        op,
+        meta,
+        token: body::metadata_token(&obj).map(str::to_string),
+    })
 }

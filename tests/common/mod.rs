@@ -298,6 +298,39 @@ impl Cluster {
             .await
     }
 
+    /// Legacy `PUT /key-value-store/<key>` (blocks on unmet dependencies: no retry needed).
+    pub async fn lput(&self, i: usize, key: &str, value: Value, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "PUT",
+            &format!("/key-value-store/{key}"),
+            Some(json!({"value": value, "causal-metadata": meta})),
+        )
+        .await
+    }
+
+    /// Legacy `GET /key-value-store/<key>`.
+    pub async fn lget(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "GET",
+            &format!("/key-value-store/{key}"),
+            Some(json!({"causal-metadata": meta})),
+        )
+        .await
+    }
+
+    /// Legacy `DELETE /key-value-store/<key>`.
+    pub async fn ldelete(&self, i: usize, key: &str, meta: &Value) -> (u16, Value) {
+        self.req(
+            i,
+            "DELETE",
+            &format!("/key-value-store/{key}"),
+            Some(json!({"causal-metadata": meta})),
+        )
+        .await
+    }
+
     /// `GET /view` of node `i`, sorted.
     pub async fn view(&self, i: usize) -> Vec<String> {
         let (s, b) = self.req(i, "GET", "/view", None).await;
