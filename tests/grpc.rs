@@ -21,7 +21,11 @@ async fn grpcurl_lists_services_and_health_is_serving() {
         .output()
         .expect("grpcurl must be installed (scripts/test.sh installs it; or set GRPCURL)");
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{list} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{list} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for svc in [
         "causalkv.v1.Admin",
         "causalkv.v1.Membership",
@@ -29,7 +33,10 @@ async fn grpcurl_lists_services_and_health_is_serving() {
         "causalkv.v1.StateTransfer",
         "grpc.health.v1.Health",
     ] {
-        assert!(list.lines().any(|l| l.trim() == svc), "{svc} missing from {list}");
+        assert!(
+            list.lines().any(|l| l.trim() == svc),
+            "{svc} missing from {list}"
+        );
     }
     let out = Command::new(grpcurl())
         .args(["-plaintext", &addr, "grpc.health.v1.Health/Check"])
@@ -47,12 +54,18 @@ async fn grpcurl_lists_services_and_health_is_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_status_over_tonic_shows_view_and_clock() {
     let c = Cluster::start(2, Some(1), &[]).await;
-    let (s, _) = c.put(0, "k", serde_json::json!(1), &serde_json::Value::Null).await;
+    let (s, _) = c
+        .put(0, "k", serde_json::json!(1), &serde_json::Value::Null)
+        .await;
     assert_eq!(s, 201);
     let mut client = pb::admin_client::AdminClient::connect(format!("http://{}", c.addr(0)))
         .await
         .expect("connect");
-    let st = client.status(pb::StatusRequest {}).await.expect("status").into_inner();
+    let st = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
     assert_eq!(st.address, c.addr(0));
     assert!(st.ready);
     assert_eq!(st.view.len(), 2);
@@ -66,9 +79,14 @@ async fn admin_status_over_tonic_shows_view_and_clock() {
         .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let h = health
-        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("check")
         .into_inner();
-    assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
