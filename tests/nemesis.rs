@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use causalkv::nemesis::{Options, run};
 
 /// Seeds run in CI, chosen so that together they kill, pause and partition (see
-/// `schedule::tests::print_plans`). No seed is known to fail. Longer runs: docs/nemesis.md.
+/// `schedule::tests::print_plans`). Seed 11 with 60 s FAILS (divergence after a restart in
+/// a resharded 2-member shard, see docs/nemesis.md), so it is not run here.
 const SEEDS: [u64; 3] = [4, 7, 6];
 /// Workload length of each run (plus ~5 s start-up and convergence).
 const SECONDS: u64 = 20;
