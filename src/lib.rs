@@ -1,7 +1,8 @@
 //! causalkv: a sharded, replicated, causally consistent key-value store.
 //!
 //! Layers (dependencies point inward): `server` → `api` (REST) + `rpc` (gRPC) → `cluster`
-//! (async algorithms) → `domain` (pure). `check` verifies recorded client histories.
+//! (async algorithms) → `domain` (pure). `check` verifies recorded client histories;
+//! `nemesis` injects faults into a loopback cluster and checks the history it records.
 
 pub mod api;
 pub mod check;
@@ -9,5 +10,6 @@ pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod local;
+pub mod nemesis;
 pub mod rpc;
 pub mod server;

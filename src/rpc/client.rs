@@ -2,6 +2,7 @@
 //! deadline on every call.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,6 +69,11 @@ impl GrpcPeers {
         let endpoint = Endpoint::from_shared(format!("http://{to}"))
             .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
+            // On loopback, connect from our own 127.x address, as a container would from its
+            // IP: the kernel would otherwise pick 127.0.0.1, and a partition by address (the
+            // nemesis' iptables rules) could not cut our outgoing traffic. Elsewhere the
+            // kernel's choice stands (our address may not be bindable behind NAT).
+            .local_address(loopback_ip(&self.me))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
@@ -347,5 +353,28 @@ impl Peers for GrpcPeers {
             .await
             .map(|_| ())
         })
+    }
+}
+
+/// The IP of `me` (`IP:PORT`) when it is a loopback address, else `None`.
+fn loopback_ip(me: &str) -> Option<IpAddr> {
+    me.parse::<SocketAddr>()
+        .ok()
+        .map(|a| a.ip())
+        .filter(IpAddr::is_loopback)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_ip;
+
+    #[test]
+    fn binds_only_loopback_addresses() {
+        assert_eq!(
+            loopback_ip("127.30.252.2:8090"),
+            Some("127.30.252.2".parse().expect("ip"))
+        );
+        assert_eq!(loopback_ip("10.10.0.2:8090"), None);
+        assert_eq!(loopback_ip("alice:8090"), None);
     }
 }

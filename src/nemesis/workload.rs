@@ -1,0 +1,206 @@
+//! Client sessions: random put/get/delete on a small key space at random nodes, chaining
+//! causal metadata, recording every attempt (including each 503 retry, with a fresh value)
+//! as one history record.
+//!
+//! After a write with an unknown outcome the session continues under a new session name:
+//! the checker puts every later operation of a session after an unknown write that someone
+//! read, although the client never received metadata for it, so continuing the same session
+//! would make the checker demand guarantees the store never promised. The new session keeps
+//! the old metadata, so the store still treats it as the same client.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::http::{Reply, call};
+use super::rng::Rng;
+use crate::check::record::{OpKind, OpRecord, Outcome};
+
+/// Keys `k0..k29`: few enough for conflicts, enough to spread over every shard.
+pub const KEYS: u64 = 30;
+/// Bound on one client request; past it the outcome is unknown.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts per operation while the answer is 503 (each PUT attempt writes a new value).
+const ATTEMPTS: usize = 4;
+/// Pause between 503 retries: replication to a healthy peer takes a few milliseconds.
+const RETRY_PAUSE: Duration = Duration::from_millis(40);
+
+/// What the sessions share.
+#[derive(Debug)]
+pub struct Shared {
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// Node addresses.
+    pub addrs: Vec<String>,
+    /// Sessions send to `addrs[..targets]` (grows when the spare joins a shard).
+    pub targets: AtomicUsize,
+    /// Time origin of `invoke_ns` / `complete_ns`.
+    pub t0: Instant,
+    /// The workload stops at this instant.
+    pub stop: Instant,
+}
+
+impl Shared {
+    fn ns(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Runs client `worker` until `shared.stop`; returns its records.
+pub async fn session(shared: Arc<Shared>, seed: u64, worker: usize) -> Vec<OpRecord> {
+    let mut rng = Rng::new(seed, 1000 + worker as u64);
+    let mut records = Vec::new();
+    let mut incarnation = 0;
+    let mut name = format!("c{worker}.{incarnation}");
+    let mut meta = Value::Null;
+    let mut writes = 0u64;
+    while Instant::now() < shared.stop {
+        let key = format!("k{}", rng.below(KEYS));
+        let kind = match rng.below(20) {
+            0..=8 => OpKind::Put,
+            9..=17 => OpKind::Get,
+            _ => OpKind::Delete,
+        };
+        for _ in 0..ATTEMPTS {
+            let targets = shared.targets.load(Ordering::Relaxed).max(1);
+            let node = &shared.addrs[rng.below(targets as u64) as usize];
+            let value = if kind == OpKind::Put {
+                writes += 1;
+                json!(format!("w{worker}-{writes}"))
+            } else {
+                Value::Null
+            };
+            let rec = attempt(&shared, &name, node, kind, &key, value, &meta).await;
+            let (outcome, status) = (rec.outcome, rec.status);
+            if outcome == Outcome::Ok
+                && let Some(m) = &rec.meta_out
+            {
+                meta = serde_json::from_str(m).unwrap_or(Value::Null);
+            }
+            records.push(rec);
+            if outcome == Outcome::Unknown && kind != OpKind::Get {
+                incarnation += 1;
+                name = format!("c{worker}.{incarnation}");
+            }
+            if status != Some(503) || Instant::now() >= shared.stop {
+                break;
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(2, 15))).await;
+    }
+    records
+}
+
+async fn attempt(
+    shared: &Shared,
+    session: &str,
+    node: &str,
+    kind: OpKind,
+    key: &str,
+    value: Value,
+    meta: &Value,
+) -> OpRecord {
+    let (method, body) = match kind {
+        OpKind::Put => (
+            Method::PUT,
+            json!({"value": value, "causal-metadata": meta}),
+        ),
+        OpKind::Get => (Method::GET, json!({"causal-metadata": meta})),
+        OpKind::Delete => (Method::DELETE, json!({"causal-metadata": meta})),
+    };
+    let invoke_ns = shared.ns();
+    let reply = call(
+        &shared.http,
+        node,
+        method,
+        &format!("/kvs/{key}"),
+        Some(&body),
+        REQUEST_TIMEOUT,
+    )
+    .await;
+    let complete_ns = shared.ns();
+    let (outcome, read) = classify(kind, &reply);
+    let meta_out = match (outcome, reply.body().get("causal-metadata")) {
+        (Outcome::Ok, Some(m)) if !m.is_null() => Some(m.to_string()),
+        _ => None,
+    };
+    OpRecord {
+        session: session.to_string(),
+        node: Some(node.to_string()),
+        kind,
+        key: key.to_string(),
+        value: if kind == OpKind::Get { read } else { value },
+        meta_in: (!meta.is_null()).then(|| meta.to_string()),
+        meta_out,
+        invoke_ns,
+        complete_ns: Some(complete_ns),
+        outcome,
+        status: reply.status(),
+    }
+}
+
+/// Maps a reply to an outcome (and, for a get, the value read).
+///
+/// A 503 "Cannot forward request" on a write is unknown rather than failed: the forwarding
+/// node may have lost the owner's answer after the owner applied the write.
+fn classify(kind: OpKind, reply: &Reply) -> (Outcome, Value) {
+    match reply {
+        Reply::NotSent(_) => (Outcome::Fail, Value::Null),
+        Reply::Unknown(_) => (Outcome::Unknown, Value::Null),
+        Reply::Answer { status, body } => match (kind, *status) {
+            (OpKind::Get, 200) => (Outcome::Ok, body.get("value").cloned().unwrap_or_default()),
+            (OpKind::Get, 404) => (Outcome::Ok, Value::Null),
+            (OpKind::Put, 200 | 201) | (OpKind::Delete, 200) => (Outcome::Ok, Value::Null),
+            (OpKind::Put | OpKind::Delete, 503)
+                if body.get("error") == Some(&json!("Cannot forward request")) =>
+            {
+                (Outcome::Unknown, Value::Null)
+            }
+            _ => (Outcome::Fail, Value::Null),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: Value) -> Reply {
+        Reply::Answer { status, body }
+    }
+
+    #[test]
+    fn classification() {
+        let v = json!({"result": "found", "value": 3});
+        assert_eq!(
+            classify(OpKind::Get, &answer(200, v)),
+            (Outcome::Ok, json!(3))
+        );
+        assert_eq!(
+            classify(OpKind::Get, &answer(404, json!({}))),
+            (Outcome::Ok, Value::Null)
+        );
+        assert_eq!(
+            classify(OpKind::Delete, &answer(404, json!({}))).0,
+            Outcome::Fail
+        );
+        assert_eq!(
+            classify(OpKind::Put, &answer(503, json!({}))).0,
+            Outcome::Fail
+        );
+        let fwd = json!({"error": "Cannot forward request"});
+        assert_eq!(classify(OpKind::Put, &answer(503, fwd)).0, Outcome::Unknown);
+        assert_eq!(
+            classify(OpKind::Put, &Reply::NotSent("refused".into())).0,
+            Outcome::Fail
+        );
+        assert_eq!(
+            classify(OpKind::Put, &Reply::Unknown("timeout".into())).0,
+            Outcome::Unknown
+        );
+    }
+}
