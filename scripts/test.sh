@@ -17,6 +17,13 @@ if [[ -z "${GRPCURL:-}" ]]; then
     export GRPCURL="$VENV/bin/grpcurl"
 fi
 
+# The nemesis test cuts nodes off with iptables rules on their loopback addresses; without
+# iptables it still runs, but skips partitions (and says so).
+if ! command -v iptables >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing iptables (Debian package) for the nemesis partitions" >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq iptables >/dev/null || true
+fi
+
 cargo test --all-targets --locked
 
 if [[ "${CKV_DOCKER_E2E:-0}" == 1 ]]; then
