@@ -211,12 +211,7 @@ impl Node {
             }
             let t = st.liveness.suspect(peer);
             st.ahead.remove(peer);
-            let others: Vec<String> = st
-                .liveness
-                .view()
-                .into_iter()
-                .filter(|p| *p != *self.me)
-                .collect();
+            let others: Vec<String> = st.view_peers(&self.me);
             (t, others)
         };
         if t != Transition::Suspected {
@@ -265,11 +260,10 @@ impl Node {
             } else {
                 st.liveness.add(addr)
             };
-            (t, st.liveness.view())
+            (t, st.view_peers(&self.me))
         };
         if t == Transition::Admitted {
             self.log_transition(addr, t, "added by operator");
-            let others = others.into_iter().filter(|p| *p != *self.me).collect();
             self.spread(ChangeKind::Added, addr, others);
         }
         t == Transition::Admitted
@@ -283,12 +277,11 @@ impl Node {
             if present && addr != &*self.me {
                 st.liveness.suspect(addr);
             }
-            (present, st.liveness.view())
+            (present, st.view_peers(&self.me))
         };
         if present {
             info!(node = %self.me, peer = %addr, "removed from view by operator");
             self.drop_queue(addr);
-            let others = others.into_iter().filter(|p| *p != *self.me).collect();
             self.spread(ChangeKind::Removed, addr, others);
         }
         present

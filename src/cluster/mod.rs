@@ -71,6 +71,15 @@ impl State {
         self.map.shard_of(me)
     }
 
+    /// Every node in the view other than `me`.
+    pub fn view_peers(&self, me: &str) -> Vec<String> {
+        self.liveness
+            .view()
+            .into_iter()
+            .filter(|p| p != me)
+            .collect()
+    }
+
     /// Members of `me`'s shard in the view, other than `me`.
     pub fn shard_peers(&self, me: &str) -> Vec<String> {
         match self.my_shard(me) {

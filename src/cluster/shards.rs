@@ -167,12 +167,7 @@ impl Node {
             if !st.liveness.in_view(addr) {
                 return Err(ShardOpError::NotInView(addr.to_string()));
             }
-            let others: Vec<String> = st
-                .liveness
-                .view()
-                .into_iter()
-                .filter(|p| *p != *self.me)
-                .collect();
+            let others: Vec<String> = st.view_peers(&self.me);
             (st.map.with_member(id, addr)?, others)
         };
         info!(node = %self.me, shard = id, member = %addr, epoch = map.epoch, "adding member to shard");
