@@ -207,6 +207,35 @@ async fn six_nodes_two_shards_add_member_and_reshard() {
     let m = b["causal-metadata"].clone();
     let (s, b) = c.get_r(0, "after-reshard", &m).await;
     assert_eq!((s, &b["value"]), (200, &json!("yes")));
+
+    // Regression (nemesis seed 11): a node restarted after a reshard starts from the start-up
+    // map, must adopt the new one and pull its new shard's data, including the keys carried
+    // over from the previous generation.
+    let victim = 4;
+    let (_, b) = c.req(victim, "GET", "/shard/node-shard-id", None).await;
+    let shard = b["node-shard-id"].as_u64().expect("member");
+    let expected = key_count(&c, 0, shard).await;
+    c.kill(victim);
+    c.restart(victim).await;
+    eventually(
+        Duration::from_secs(5),
+        "restarted node holds its new shard",
+        || async {
+            let (_, b) = c
+                .req(victim, "GET", &format!("/shard/key-count/{shard}"), None)
+                .await;
+            (b["shard-key-count"] == json!(expected)).then_some(())
+        },
+    )
+    .await;
+    for k in (0..KEYS).filter(|k| k % 10 == 0) {
+        let (s, b) = c.get_r(victim, &format!("key{k}"), &meta).await;
+        assert_eq!(
+            (s, &b["value"]),
+            (200, &json!(k)),
+            "key{k} at the restarted node: {b}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
