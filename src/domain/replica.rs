@@ -178,9 +178,10 @@ impl Replica {
         None
     }
 
-    /// Absorbs a peer's state (a delta from `Store::delta` and the peer's clock, same
-    /// generation): every write is merged by version order and the clock becomes the pointwise
-    /// maximum. Sound because both states are causally closed.
+    /// Absorbs a peer's state (a delta from `Store::delta`, or its whole store, and the peer's
+    /// clock, same generation): every write not from a newer generation is merged by version
+    /// order and the clock becomes the pointwise maximum. Sound because both states are
+    /// causally closed.
     pub fn absorb(
         &mut self,
         writes: Vec<Write>,
@@ -189,7 +190,8 @@ impl Replica {
     ) -> usize {
         let mut changed = 0;
         for w in writes {
-            if w.version.generation == self.generation && self.store.apply(w) != Applied::Superseded
+            // Older generations' writes are the data carried over by a reshard: merge them too.
+            if w.version.generation <= self.generation && self.store.apply(w) != Applied::Superseded
             {
                 changed += 1;
             }
@@ -326,6 +328,18 @@ mod tests {
         assert_eq!(r.pending_len(), 0);
         assert_eq!(r.store.get("x").unwrap().value.as_deref(), Some("2"));
         let _ = (w1, w2);
+    }
+
+    #[test]
+    fn absorb_keeps_data_carried_over_from_an_earlier_generation() {
+        let me: Arc<str> = A.into();
+        let mut old = Replica::new(1);
+        old.local_write(&me, "carried".into(), Some("1".into()), &meta(&[]));
+        let mut peer = Replica::new(2);
+        peer.store = old.store.clone();
+        let mut r = Replica::new(2);
+        r.absorb(peer.store.writes().collect(), &peer.clock, &scope);
+        assert_eq!(r.store.live("carried").unwrap().value.as_deref(), Some("1"));
     }
 
     #[test]
