@@ -13,6 +13,12 @@ use crate::domain::clock::VectorClock;
 use crate::domain::liveness::Transition;
 use crate::domain::shard::ShardMap;
 
+/// Period of the stall watchdog.
+const STALL_TICK: Duration = Duration::from_millis(100);
+/// A watchdog tick this late means the process did not run (far above scheduling jitter on a
+/// loaded 2-core machine, far below the RPC deadline).
+const STALL_THRESHOLD: Duration = Duration::from_millis(600);
+
 /// What a heartbeat handler answers.
 #[derive(Debug, Default)]
 pub struct HeartbeatAnswer {
@@ -70,6 +76,29 @@ impl Node {
         drop(st);
         let node = self.clone();
         tokio::spawn(async move { node.heartbeat_loop().await });
+        let node = self.clone();
+        tokio::spawn(async move { node.stall_watchdog().await });
+    }
+
+    /// Notices when this process itself did not run for a while (SIGSTOP, a paused VM): the
+    /// calls it had in flight then timed out through no fault of their peers.
+    async fn stall_watchdog(self) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STALL_TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = Instant::now();
+            let gap = now.duration_since(last);
+            last = now;
+            if gap > STALL_THRESHOLD {
+                self.state().stall_end = Some(now);
+                warn!(node = %self.me, stalled_ms = gap.as_millis() as u64,
+                      "this process was stalled; failures of calls in flight are ignored");
+            }
+        }
     }
 
     async fn heartbeat_loop(self) {
@@ -206,7 +235,9 @@ impl Node {
     pub fn peer_failed(&self, peer: &str, why: &str, started: Instant) {
         let (t, others) = {
             let mut st = self.state();
-            if st.last_contact.get(peer).is_some_and(|t| *t > started) {
+            if st.last_contact.get(peer).is_some_and(|t| *t > started)
+                || st.stall_end.is_some_and(|t| t > started)
+            {
                 return;
             }
             let t = st.liveness.suspect(peer);

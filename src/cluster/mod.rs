@@ -56,6 +56,9 @@ pub struct State {
     pub ahead: HashMap<String, VectorClock>,
     /// When we last heard from each peer (a failed call older than that is not evidence).
     pub last_contact: HashMap<String, Instant>,
+    /// When this process last resumed from a stall (SIGSTOP, VM pause): calls in flight across
+    /// the stall timed out because of us, not the peer, and are not evidence either.
+    pub stall_end: Option<Instant>,
 }
 
 impl State {
@@ -167,6 +170,7 @@ impl Node {
             staging: None,
             ahead: HashMap::new(),
             last_contact: HashMap::new(),
+            stall_end: None,
         };
         Node(Arc::new(Inner {
             me,

@@ -106,9 +106,18 @@ impl Node {
                 }
             }
             let started = std::time::Instant::now();
-            if !self.send_with_retry(&peer, batch).await {
+            if !self.send_with_retry(&peer, batch.clone()).await {
                 self.peer_failed(&peer, "replication failed", started);
-                q.lock().clear();
+                let still_up = self.state().liveness.in_view(&peer);
+                let mut queue = q.lock();
+                if still_up {
+                    // Not suspected after all (we were the ones stalled): send it again.
+                    for w in batch.into_iter().rev() {
+                        queue.push_front(w);
+                    }
+                } else {
+                    queue.clear();
+                }
             }
         }
     }
