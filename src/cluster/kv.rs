@@ -18,6 +18,16 @@ const RESHARD_WAIT: Duration = Duration::from_secs(15);
 /// How long a request waits for the node to finish its start-up state transfer.
 const READY_WAIT: Duration = Duration::from_secs(10);
 
+/// The result of one attempt at a local operation.
+enum Attempt {
+    /// Finished (successfully or not).
+    Done(OpReply),
+    /// Dependencies not delivered yet.
+    Unsatisfied,
+    /// A write while a reshard is prepared here.
+    Frozen,
+}
+
 /// A client operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvOp {
@@ -154,8 +164,20 @@ impl Node {
         let mut delivered = self.delivered.subscribe();
         let mut asked_peers = false;
         loop {
-            if let Some(reply) = self.try_local(key, &op, &meta) {
-                return reply;
+            match self.try_local(key, &op, &meta) {
+                Attempt::Done(reply) => return reply,
+                Attempt::Frozen => {
+                    // A reshard was prepared after routing: wait for it, like a new request.
+                    if !self.wait_no_reshard(RESHARD_WAIT).await {
+                        let shard = self.state().map.shard_for_key(key);
+                        return OpReply::bare(
+                            Outcome::Unavailable("resharding in progress".into()),
+                            shard,
+                        );
+                    }
+                    continue;
+                }
+                Attempt::Unsatisfied => {}
             }
             let now = Instant::now();
             if now >= deadline {
@@ -172,19 +194,24 @@ impl Node {
         }
     }
 
-    /// One attempt under the lock; `None` when dependencies are not met yet.
-    fn try_local(&self, key: &str, op: &KvOp, meta: &CausalMetadata) -> Option<OpReply> {
+    /// One attempt under the lock.
+    fn try_local(&self, key: &str, op: &KvOp, meta: &CausalMetadata) -> Attempt {
         let mut guard = self.state();
         let st = &mut *guard;
         let shard = st.map.shard_for_key(key);
         if st.my_shard(&self.me) != Some(shard) {
-            return Some(OpReply::bare(
+            return Attempt::Done(OpReply::bare(
                 Outcome::Unavailable("not the owner".into()),
                 shard,
             ));
         }
         if !st.replica.satisfies(meta, scope(&st.map, &self.me)) {
-            return None;
+            return Attempt::Unsatisfied;
+        }
+        // Checked under the lock: no write is applied once a reshard is prepared here, so the
+        // reshard's catch-up sees every acknowledged write.
+        if !matches!(op, KvOp::Get) && st.staging.is_some() {
+            return Attempt::Frozen;
         }
         let reply = match op {
             KvOp::Get => match st.replica.store.live(key) {
@@ -217,7 +244,7 @@ impl Node {
                 drop(guard);
                 self.enqueue(write, &targets);
                 self.bump_delivered();
-                return Some(OpReply {
+                return Attempt::Done(OpReply {
                     outcome,
                     value: None,
                     metadata: Some(metadata),
@@ -225,7 +252,7 @@ impl Node {
                 });
             }
         };
-        Some(reply)
+        Attempt::Done(reply)
     }
 
     /// Waits until no reshard is in progress here; false on timeout.

@@ -151,7 +151,7 @@ impl Node {
 
     /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners.
     pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, String> {
-        self.sync_from_shard_peers().await;
+        self.catch_up_with_shard().await;
         let mut by_target: HashMap<String, Vec<Write>> = HashMap::new();
         let mut local = Vec::new();
         {

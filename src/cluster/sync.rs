@@ -67,6 +67,19 @@ impl Node {
         }
     }
 
+    /// Pulls a delta from every live member of the shard, waiting for a pull already running
+    /// rather than skipping (a reshard's sender must hold every acknowledged write first).
+    pub async fn catch_up_with_shard(&self) {
+        if !self.acquire_sync(true).await {
+            warn!(node = %self.me, "could not start catching up with the shard");
+            return;
+        }
+        for peer in self.sync_sources() {
+            self.pull(&peer, false).await;
+        }
+        self.syncing.store(false, Ordering::Release);
+    }
+
     /// Start-up and new-member transfer: pull everything from the first live member of the shard
     /// that answers. Waits (bounded) for a pull already running rather than skipping.
     pub async fn full_sync(&self) {
