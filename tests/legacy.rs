@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, eventually, sorted};
+use common::{Cluster, counts_agree, eventually, sorted};
 use serde_json::{Value, json};
 
 const KEYS: usize = 600;
@@ -71,31 +71,6 @@ async fn view(c: &Cluster, i: usize) -> Vec<String> {
         // the compatibility switch renders the view as one comma-separated string
         Value::String(listed) => sorted(listed.split(',').map(String::from).collect()),
         list => sorted(serde_json::from_value(list.clone()).expect("view list")),
-    }
-}
-
-/// Every node reports the same counts; they sum to KEYS and stay within ±25 % of the ideal.
-async fn counts_agree(c: &Cluster, shard_ids: &[u64]) {
-    let mut first: Option<Vec<u64>> = None;
-    for i in 0..c.nodes.len() {
-        let mut counts = Vec::new();
-        for s in shard_ids {
-            counts.push(key_count(c, i, *s).await);
-        }
-        match &first {
-            None => first = Some(counts),
-            Some(f) => assert_eq!(f, &counts, "node {i} disagrees on key counts"),
-        }
-    }
-    let counts = first.expect("nodes");
-    assert_eq!(counts.iter().sum::<u64>(), KEYS as u64, "{counts:?}");
-    let ideal = KEYS as f64 / shard_ids.len() as f64;
-    for n in &counts {
-        let n = *n as f64;
-        assert!(
-            n > 0.75 * ideal && n < 1.25 * ideal,
-            "unbalanced {counts:?}"
-        );
     }
 }
 
@@ -166,7 +141,7 @@ async fn legacy_six_nodes_two_shards() {
         assert_eq!(b["causal-metadata"], meta, "key{k}: metadata changed");
         assert_eq!(b["shard-id"], json!(shard));
     }
-    counts_agree(&c, &[0, 1]).await;
+    counts_agree(&c, &[0, 1], KEYS, async |i, s| key_count(&c, i, s).await).await;
 
     // an update, the error bodies, a GET without a body
     let (s, b) = c.lput(1, "key0", json!("zero"), &meta).await;
@@ -332,7 +307,7 @@ async fn legacy_six_nodes_two_shards() {
     for i in 0..7 {
         assert_eq!(ids(&c, i).await, vec![0, 1, 2]);
     }
-    counts_agree(&c, &[0, 1, 2]).await;
+    counts_agree(&c, &[0, 1, 2], KEYS, async |i, s| key_count(&c, i, s).await).await;
     for k in 0..KEYS {
         let (s, b) = c.lget(k % 7, &format!("key{k}"), &meta).await;
         let want = if k == 0 {

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Cluster, eventually, sorted};
+use common::{Cluster, counts_agree, eventually, sorted};
 use serde_json::{Value, json};
 
 const KEYS: usize = 600;
@@ -30,31 +30,6 @@ async fn key_count(c: &Cluster, i: usize, shard: u64) -> u64 {
         .await;
     assert_eq!(s, 200, "{b}");
     b["shard-key-count"].as_u64().expect("count")
-}
-
-/// Every node reports the same counts, and they sum to KEYS within ±25 % of the ideal.
-async fn counts_agree(c: &Cluster, shard_ids: &[u64]) -> Vec<u64> {
-    let mut first: Option<Vec<u64>> = None;
-    for i in 0..c.nodes.len() {
-        let mut counts = Vec::new();
-        for s in shard_ids {
-            counts.push(key_count(c, i, *s).await);
-        }
-        match &first {
-            None => first = Some(counts),
-            Some(f) => assert_eq!(f, &counts, "node {i} disagrees on key counts"),
-        }
-    }
-    let counts = first.expect("nodes");
-    assert_eq!(counts.iter().sum::<u64>(), KEYS as u64, "{counts:?}");
-    let ideal = KEYS as f64 / shard_ids.len() as f64;
-    for n in &counts {
-        assert!(
-            (*n as f64) > 0.75 * ideal && (*n as f64) < 1.25 * ideal,
-            "unbalanced {counts:?}"
-        );
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +74,7 @@ async fn six_nodes_two_shards_add_member_and_reshard() {
         assert_eq!((s, &b["value"]), (200, &json!(k)), "key{k}: {b}");
         meta = b["causal-metadata"].clone();
     }
-    counts_agree(&c, &[0, 1]).await;
+    counts_agree(&c, &[0, 1], KEYS, async |i, s| key_count(&c, i, s).await).await;
 
     // a spare joins the view, then add-member
     let view: Vec<String> = c.addrs().into_iter().chain([c.spare_addr(6)]).collect();
@@ -190,7 +165,7 @@ async fn six_nodes_two_shards_add_member_and_reshard() {
         }
     }
     assert_eq!(everyone.len(), 7);
-    counts_agree(&c, &[0, 1, 2]).await;
+    counts_agree(&c, &[0, 1, 2], KEYS, async |i, s| key_count(&c, i, s).await).await;
     // every key reads back with the old chained metadata
     for k in 0..KEYS {
         let (s, b) = c.get_r(k % 7, &format!("key{k}"), &meta).await;

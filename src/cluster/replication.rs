@@ -67,28 +67,25 @@ impl Node {
         }
     }
 
-    /// Drops everything queued for `peer` (it is down: it will catch up by anti-entropy).
-    pub fn drop_queue(&self, peer: &str) {
-        let q = self
-            .queues
+    /// The queue to `peer`, if one was ever opened.
+    fn queue(&self, peer: &str) -> Option<Arc<Outbound>> {
+        self.queues
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(peer)
-            .cloned();
-        if let Some(q) = q {
+            .cloned()
+    }
+
+    /// Drops everything queued for `peer` (it is down: it will catch up by anti-entropy).
+    pub fn drop_queue(&self, peer: &str) {
+        if let Some(q) = self.queue(peer) {
             q.lock().clear();
         }
     }
 
     /// Queue depth per peer, for the admin service.
     pub fn queue_depth(&self, peer: &str) -> usize {
-        let q = self
-            .queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(peer)
-            .cloned();
-        q.map_or(0, |q| q.depth())
+        self.queue(peer).map_or(0, |q| q.depth())
     }
 
     async fn sender_loop(self, peer: String, q: Arc<Outbound>) {

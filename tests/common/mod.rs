@@ -374,6 +374,39 @@ where
     }
 }
 
+/// Asks every node of `c` for the key count of each shard in `shard_ids` (through `count`,
+/// which picks the dialect), and checks that all nodes agree, that the counts sum to `keys`, and
+/// that each stays strictly within ±25 % of the ideal. Returns the agreed counts.
+pub async fn counts_agree(
+    c: &Cluster,
+    shard_ids: &[u64],
+    keys: usize,
+    count: impl AsyncFn(usize, u64) -> u64,
+) -> Vec<u64> {
+    let mut first: Option<Vec<u64>> = None;
+    for i in 0..c.nodes.len() {
+        let mut counts = Vec::new();
+        for s in shard_ids {
+            counts.push(count(i, *s).await);
+        }
+        match &first {
+            None => first = Some(counts),
+            Some(f) => assert_eq!(f, &counts, "node {i} disagrees on key counts"),
+        }
+    }
+    let counts = first.expect("nodes");
+    assert_eq!(counts.iter().sum::<u64>(), keys as u64, "{counts:?}");
+    let ideal = keys as f64 / shard_ids.len() as f64;
+    for n in &counts {
+        let n = *n as f64;
+        assert!(
+            n > 0.75 * ideal && n < 1.25 * ideal,
+            "unbalanced {counts:?}"
+        );
+    }
+    counts
+}
+
 /// Sorted list of strings.
 pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
