@@ -5,6 +5,8 @@
 //! `nemesis` injects faults into a loopback cluster and checks the history it records.
 
 pub mod api;
+pub mod bench;
+pub mod ceiling;
 pub mod check;
 pub mod cluster;
 pub mod config;

@@ -1,5 +1,6 @@
 //! The `causalkv` binary: `serve` (the default) runs a node from environment variables;
 //! `local` runs a loopback cluster of child processes; `check` checks a recorded history;
+//! `bench` generates load and measures it; `ceiling` runs the benchmark's ceiling server;
 //! `nemesis` runs a seeded fault-injection test against a loopback cluster.
 
 use std::path::PathBuf;
@@ -42,6 +43,14 @@ enum Cmd {
     Check {
         /// The history file.
         history: PathBuf,
+    },
+    /// Load generator: throughput and latency of causalkv, its ceiling server or etcd.
+    Bench(causalkv::bench::Options),
+    /// The benchmark's ceiling: causalkv's /kvs handlers over one map, no replication.
+    Ceiling {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: std::net::SocketAddr,
     },
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare); exit 1 unless clean.
     Nemesis {
@@ -118,6 +127,18 @@ fn main() -> anyhow::Result<()> {
             if !report.is_clean() {
                 std::process::exit(1);
             }
+        }
+        Cmd::Bench(opts) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let summary = rt.block_on(causalkv::bench::run(&opts))?;
+            if opts.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+        }
+        Cmd::Ceiling { listen } => {
+            tokio::runtime::Runtime::new()?.block_on(causalkv::ceiling::serve(listen))?;
         }
         Cmd::Nemesis {
             seed,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -97,7 +98,11 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let listen = cfg.listen_address;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
+        .map_err(|e| ServerError::Bind(listen.to_string(), e))?
+        // small answers go out at once (no Nagle delay waiting for the client's delayed ACK)
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     let node = Node::new(cfg, peers);
     let app = router(node.clone()).await?;
     info!(node = %node.me, %listen, incarnation = node.incarnation, "listening (REST + gRPC)");

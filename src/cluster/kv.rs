@@ -223,7 +223,7 @@ impl Node {
                 },
                 None => OpReply::bare(Outcome::NotFound, shard),
             },
-            KvOp::Delete if st.replica.store.live(key).is_none() => {
+            KvOp::Delete if !st.replica.store.is_live(key) => {
                 OpReply::bare(Outcome::NotFound, shard)
             }
             KvOp::Put(_) | KvOp::Delete => {

@@ -7,6 +7,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::clock::VectorClock;
 
 /// The version of one write.
@@ -26,12 +28,12 @@ impl Version {
     /// The deterministic total order used to resolve concurrent writes: generation, then clock
     /// sum (grows along happens-before), then origin, then sequence number.
     pub fn total_cmp(&self, other: &Version) -> Ordering {
-        (self.generation, self.clock.sum(), &*self.origin, self.seq).cmp(&(
-            other.generation,
-            other.clock.sum(),
-            &*other.origin,
-            other.seq,
-        ))
+        self.order_key().cmp(&other.order_key())
+    }
+
+    /// The key of [`Version::total_cmp`].
+    pub fn order_key(&self) -> (u64, u64, &str, u64) {
+        (self.generation, self.clock.sum(), &self.origin, self.seq)
     }
 }
 
@@ -66,10 +68,57 @@ pub struct Entry {
     pub value: Option<Arc<str>>,
 }
 
+/// A stored clock: `(origin id, counter)` pairs as varints, inline when short (three origins with
+/// counters below 2^28 fit), so a key's version costs a few bytes instead of a map.
+type PackedClock = SmallVec<[u8; 16]>;
+
+fn put_varint(mut v: u64, out: &mut PackedClock) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Decodes the pairs of a packed clock (written by [`put_varint`], so well-formed).
+fn packed_pairs(bytes: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    let mut rest = bytes;
+    let mut next = move || {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let (&b, tail) = rest.split_first()?;
+            rest = tail;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+            shift += 7;
+        }
+    };
+    std::iter::from_fn(move || Some((next()? as u32, next()?)))
+}
+
+/// One key's stored state, compact: about 64 bytes plus the value, for memory at scale.
+#[derive(Clone, Debug)]
+struct Slot {
+    seq: u64,
+    value: Option<Arc<str>>,
+    clock: PackedClock,
+    generation: u32,
+    origin: u32,
+}
+
 /// Keys → winning versions.
+///
+/// Versions are stored packed: origins are interned per store (node addresses, a handful) and
+/// clocks are varint-encoded, and each key's slot is boxed so the table itself stays small.
+/// Readers get decoded copies ([`Entry`]).
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    entries: HashMap<String, Entry>,
+    entries: HashMap<Box<str>, Box<Slot>>,
+    origins: Vec<Arc<str>>,
+    origin_ids: HashMap<Arc<str>, u32>,
     live: usize,
 }
 
@@ -79,14 +128,68 @@ impl Store {
         Self::default()
     }
 
+    fn intern(&mut self, origin: &Arc<str>) -> u32 {
+        if let Some(&id) = self.origin_ids.get(origin) {
+            return id;
+        }
+        let id = u32::try_from(self.origins.len()).expect("fewer than 2^32 origins");
+        self.origins.push(origin.clone());
+        self.origin_ids.insert(origin.clone(), id);
+        id
+    }
+
+    fn pack(&mut self, clock: &VectorClock) -> PackedClock {
+        let mut out = PackedClock::new();
+        for (origin, seq) in clock.iter() {
+            let id = match self.origin_ids.get(origin) {
+                Some(&id) => id,
+                None => self.intern(&Arc::from(origin)),
+            };
+            put_varint(u64::from(id), &mut out);
+            put_varint(seq, &mut out);
+        }
+        out
+    }
+
+    fn clock_sum(slot: &Slot) -> u64 {
+        packed_pairs(&slot.clock).fold(0u64, |a, (_, s)| a.saturating_add(s))
+    }
+
+    fn version(&self, slot: &Slot) -> Version {
+        Version {
+            generation: u64::from(slot.generation),
+            origin: self.origins[slot.origin as usize].clone(),
+            seq: slot.seq,
+            clock: VectorClock::from_entries(
+                packed_pairs(&slot.clock)
+                    .map(|(id, seq)| (self.origins[id as usize].to_string(), seq)),
+            ),
+        }
+    }
+
+    fn entry(&self, slot: &Slot) -> Entry {
+        Entry {
+            version: self.version(slot),
+            value: slot.value.clone(),
+        }
+    }
+
     /// The stored entry of `key`, tombstones included.
-    pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+    pub fn get(&self, key: &str) -> Option<Entry> {
+        self.entries.get(key).map(|s| self.entry(s))
     }
 
     /// The live value of `key` (not a tombstone).
-    pub fn live(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| e.value.is_some())
+    pub fn live(&self, key: &str) -> Option<Entry> {
+        self.entries
+            .get(key)
+            .filter(|s| s.value.is_some())
+            .map(|s| self.entry(s))
+    }
+
+    /// True when `key` has a live value.
+    pub fn is_live(&self, key: &str) -> bool {
+        self.entries.get(key).is_some_and(|s| s.value.is_some())
     }
 
     /// Number of keys with a live value.
@@ -106,22 +209,38 @@ impl Store {
 
     /// Applies a write if its version is greater than the stored one.
     pub fn apply(&mut self, write: Write) -> Applied {
-        let was_live = match self.entries.get(&write.key) {
-            Some(e) if e.version.total_cmp(&write.version) != Ordering::Less => {
-                return Applied::Superseded;
+        let v = &write.version;
+        let was_live = match self.entries.get(write.key.as_str()) {
+            Some(slot) => {
+                let stored = (
+                    u64::from(slot.generation),
+                    Self::clock_sum(slot),
+                    &*self.origins[slot.origin as usize],
+                    slot.seq,
+                );
+                if stored >= v.order_key() {
+                    return Applied::Superseded;
+                }
+                slot.value.is_some()
             }
-            Some(e) => e.value.is_some(),
             None => false,
         };
         let now_live = write.value.is_some();
         self.live = self.live + usize::from(now_live) - usize::from(was_live);
-        self.entries.insert(
-            write.key,
-            Entry {
-                version: write.version,
-                value: write.value,
-            },
-        );
+        let slot = Slot {
+            seq: v.seq,
+            value: write.value,
+            clock: self.pack(&v.clock),
+            generation: u32::try_from(v.generation).expect("generation below 2^32"),
+            origin: self.intern(&v.origin),
+        };
+        match self.entries.get_mut(write.key.as_str()) {
+            Some(old) => **old = slot,
+            None => {
+                self.entries
+                    .insert(write.key.into_boxed_str(), Box::new(slot));
+            }
+        }
         if was_live {
             Applied::Replaced
         } else {
@@ -129,30 +248,36 @@ impl Store {
         }
     }
 
+    fn write_of(&self, key: &str, slot: &Slot) -> Write {
+        Write {
+            key: key.to_string(),
+            version: self.version(slot),
+            value: slot.value.clone(),
+        }
+    }
+
     /// Every entry as a write, for snapshots and reshard transfer.
     pub fn writes(&self) -> impl Iterator<Item = Write> + '_ {
-        self.entries.iter().map(|(k, e)| Write {
-            key: k.clone(),
-            version: e.version.clone(),
-            value: e.value.clone(),
-        })
+        self.entries.iter().map(|(k, s)| self.write_of(k, s))
     }
 
     /// Entries of `generation` whose write `known` does not cover (what a peer at `known` lacks).
     pub fn delta(&self, generation: u64, known: &VectorClock) -> Vec<Write> {
-        self.writes()
-            .filter(|w| {
-                w.version.generation > generation
-                    || (w.version.generation == generation
-                        && known.get(&w.version.origin) < w.version.seq)
+        self.entries
+            .iter()
+            .filter(|(_, s)| {
+                let g = u64::from(s.generation);
+                g > generation
+                    || (g == generation && known.get(&self.origins[s.origin as usize]) < s.seq)
             })
+            .map(|(k, s)| self.write_of(k, s))
             .collect()
     }
 
     /// Keeps only the keys for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.entries.retain(|k, _| keep(k));
-        self.live = self.entries.values().filter(|e| e.value.is_some()).count();
+        self.live = self.entries.values().filter(|s| s.value.is_some()).count();
     }
 }
 
@@ -226,7 +351,7 @@ mod tests {
                 o.iter().for_each(|w| {
                     s.apply((*w).clone());
                 });
-                s.get("k").cloned()
+                s.get("k")
             })
             .collect();
         assert!(results.windows(2).all(|p| p[0] == p[1]));
@@ -239,6 +364,32 @@ mod tests {
         s.apply(w2.clone());
         s.apply(w1.clone());
         assert_eq!(s.get("k").unwrap().value.as_deref(), Some("\"from b\""));
+    }
+
+    #[test]
+    fn versions_round_trip_through_the_packed_form() {
+        let mut s = Store::new();
+        let w = write(
+            "k",
+            "10.0.0.1:8090",
+            300_000,
+            &[
+                ("10.0.0.1:8090", 300_000),
+                ("10.0.0.2:8090", 7),
+                ("x:1", 1 << 40),
+            ],
+            Some("\"v\""),
+        );
+        s.apply(w.clone());
+        let e = s.get("k").unwrap();
+        assert_eq!(e.version, w.version);
+        assert_eq!(s.writes().next().unwrap(), w);
+        // a key's slot stays small: that is the memory budget per key
+        assert!(
+            std::mem::size_of::<Slot>() <= 56,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
     }
 
     #[test]
