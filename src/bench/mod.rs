@@ -322,7 +322,9 @@ async fn client(plan: Arc<Plan>, id: usize) -> ClientRun {
                 clock.t0 + Duration::from_secs_f64(k as f64 / rate)
             }
         };
-        if scheduled >= clock.end {
+        // open loop: a server that fell behind does not get past the window to catch up;
+        // what it never started is reported as missed
+        if scheduled >= clock.end || Instant::now() >= clock.end {
             break;
         }
         tokio::time::sleep_until(scheduled.into()).await;
@@ -422,7 +424,12 @@ pub async fn run(opts: &Options) -> anyhow::Result<Summary> {
         None => None,
     };
     write_history(opts, history)?;
-    Ok(Summary::new(info, &stats, opts.seconds, lag))
+    let mut summary = Summary::new(info, &stats, opts.seconds, lag);
+    if let (Mode::Open, Some(rate)) = (opts.mode, opts.rate) {
+        let due = (opts.seconds * rate).round() as u64;
+        summary.missed = Some(due.saturating_sub(summary.ops));
+    }
+    Ok(summary)
 }
 
 /// Runs `n` tasks made by `f` and collects their results.

@@ -194,6 +194,9 @@ pub struct Summary {
     pub errors: u64,
     /// Successful operations per second.
     pub throughput: f64,
+    /// Open loop: operations due in the measured window that were never started because the
+    /// server fell behind (their latency is unknown and not in the percentiles).
+    pub missed: Option<u64>,
     /// Latency of every operation.
     pub latency_ms: Latency,
     /// Writes.
@@ -245,6 +248,7 @@ impl Summary {
             ops: all.ok + all.errors,
             errors: all.errors,
             throughput: round(ok as f64 / seconds.max(1e-9)),
+            missed: None,
             latency_ms: Latency {
                 p50: round(all.quantile_ms(0.5)),
                 p99: round(all.quantile_ms(0.99)),
@@ -303,6 +307,12 @@ impl fmt::Display for Summary {
             self.latency_ms.p999,
             self.latency_ms.max
         )?;
+        if let Some(m) = self.missed.filter(|m| *m > 0) {
+            writeln!(
+                f,
+                "  OVERLOADED: {m} operations due in the window were never started"
+            )?;
+        }
         if let Some(l) = &self.lag_ms {
             writeln!(
                 f,

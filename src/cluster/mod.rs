@@ -96,14 +96,25 @@ impl State {
         }
     }
 
-    /// Members of shard `id` ordered for contacting: those in the view first.
+    /// Members of shard `id` ordered for contacting: those in the view first, each group in
+    /// an order of its own for every `me` (rendezvous hashing). So one node always forwards to
+    /// the same replica of a shard (its clients' sessions stay on one replica and never wait
+    /// for replication between replicas), while different nodes spread over the replicas
+    /// instead of all loading the first one.
     pub fn contact_order(&self, id: ShardId, me: &str) -> Vec<String> {
-        let (mut up, down): (Vec<String>, Vec<String>) = self
+        let rank = |m: &String| {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(me, m.as_str()), &mut h);
+            std::hash::Hasher::finish(&h)
+        };
+        let (mut up, mut down): (Vec<String>, Vec<String>) = self
             .map
             .members(id)
             .into_iter()
             .filter(|m| m != me)
             .partition(|m| self.liveness.in_view(m));
+        up.sort_by_cached_key(rank);
+        down.sort_by_cached_key(rank);
         up.extend(down);
         up
     }
