@@ -245,6 +245,13 @@ impl Session {
         };
         tally.record(ok, done.saturating_duration_since(scheduled));
         self.run.stats.status(status);
+        if !ok {
+            let sample = match &result {
+                Ok(a) => format!("{} {}", a.status, String::from_utf8_lossy(&a.body).trim()),
+                Err(e) => format!("no answer: {e}"),
+            };
+            self.run.stats.error_sample(sample);
+        }
         if self.record_history {
             let outcome = match (ok, status) {
                 (true, _) => Outcome::Ok,

@@ -83,9 +83,21 @@ pub struct ClientStats {
     pub get: Tally,
     /// Answers per HTTP status (`"none"` for no answer).
     pub status: BTreeMap<String, u64>,
+    /// The first few distinct error answers (status and body, or why there was none).
+    pub error_samples: Vec<String>,
 }
 
+/// Distinct error answers kept per run.
+const ERROR_SAMPLES: usize = 5;
+
 impl ClientStats {
+    /// Keeps `error` as a sample if it is new and there is room.
+    pub fn error_sample(&mut self, error: String) {
+        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&error) {
+            self.error_samples.push(error);
+        }
+    }
+
     /// Counts an answer's status (or its absence).
     pub fn status(&mut self, status: Option<u16>) {
         let key = status.map_or_else(|| "none".to_string(), |s| s.to_string());
@@ -98,6 +110,9 @@ impl ClientStats {
         self.get.merge(&other.get);
         for (k, v) in &other.status {
             *self.status.entry(k.clone()).or_default() += v;
+        }
+        for e in &other.error_samples {
+            self.error_sample(e.clone());
         }
     }
 }
@@ -207,6 +222,8 @@ pub struct Summary {
     pub lag_ms: Option<LagSummary>,
     /// Answers per HTTP status.
     pub status: BTreeMap<String, u64>,
+    /// The first few distinct error answers.
+    pub error_samples: Vec<String>,
 }
 
 /// Header fields of a summary that the measurements do not give.
@@ -260,6 +277,7 @@ impl Summary {
             get: stats.get.summary(seconds),
             lag_ms: lag,
             status: stats.status.clone(),
+            error_samples: stats.error_samples.clone(),
         }
     }
 }
@@ -319,6 +337,9 @@ impl fmt::Display for Summary {
                 "  replication lag: {} samples, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms, {} not seen",
                 l.samples, l.p50, l.p99, l.max, l.timeouts
             )?;
+        }
+        for e in &self.error_samples {
+            writeln!(f, "  error: {e}")?;
         }
         write!(f, "  statuses: {:?}", self.status)
     }

@@ -239,7 +239,9 @@ impl Node {
                     (_, Applied::Replaced) => Outcome::Replaced,
                     _ => Outcome::Created,
                 };
-                let metadata = st.replica.metadata_after(meta, Some(&write.version));
+                let metadata =
+                    st.replica
+                        .metadata_after_write(meta, &write.version, scope(&st.map, &self.me));
                 let targets = st.shard_peers(&self.me);
                 drop(guard);
                 self.enqueue(write, &targets);

@@ -216,6 +216,22 @@ impl Replica {
         self.complete = complete;
     }
 
+    /// Metadata to return to the client that made local write `written` with `meta`: its own
+    /// dependencies plus the write's in-scope entries. Not the write's whole clock: that also
+    /// holds the overwritten version's dependencies in other shards (merged only to order the
+    /// write after it), which this client never saw; handing them on would make its next
+    /// request wait for writes it does not depend on (a 503 under load).
+    pub fn metadata_after_write(
+        &self,
+        meta: &CausalMetadata,
+        written: &Version,
+        scope: impl Fn(&str) -> bool,
+    ) -> CausalMetadata {
+        let mut own = written.clone();
+        own.clock.retain(scope);
+        self.metadata_after(meta, Some(&own))
+    }
+
     /// Metadata to return after reading `entry_version` (or nothing) with `meta`.
     pub fn metadata_after(&self, meta: &CausalMetadata, read: Option<&Version>) -> CausalMetadata {
         let mut out = meta.clone();
@@ -255,6 +271,23 @@ mod tests {
             generation: 1,
             clock: VectorClock::from_entries(clock.iter().map(|(o, s)| (o.to_string(), *s))),
         }
+    }
+
+    #[test]
+    fn a_writer_does_not_inherit_the_overwritten_versions_foreign_dependencies() {
+        let mut r = Replica::new(1);
+        let other_client = meta(&[(X, 9)]);
+        let me: Arc<str> = A.into();
+        r.local_write(&me, "k".into(), Some("1".into()), &other_client);
+        let (w, _) = r.local_write(&me, "k".into(), Some("2".into()), &CausalMetadata::empty());
+        assert_eq!(
+            w.version.clock.get(X),
+            9,
+            "ordered after the version it overwrites"
+        );
+        let out = r.metadata_after_write(&CausalMetadata::empty(), &w.version, scope);
+        assert_eq!(out.clock.get(X), 0, "but the writer does not depend on X");
+        assert_eq!(out.clock.get(A), 2);
     }
 
     #[test]
