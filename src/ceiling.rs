@@ -26,8 +26,11 @@ const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Lock stripes of the map, so the ceiling is not limited by one lock.
 const STRIPES: usize = 64;
 
+/// One lock stripe: keys → JSON text of their values.
+type Stripe = Mutex<HashMap<String, Arc<str>>>;
+
 #[derive(Clone, Default)]
-struct Map(Arc<Vec<Mutex<HashMap<String, Arc<str>>>>>);
+struct Map(Arc<Vec<Stripe>>);
 
 impl Map {
     fn new() -> Self {
