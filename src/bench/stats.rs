@@ -182,14 +182,14 @@ impl LagSummary {
     }
 }
 
-/// The result of a run (one JSON line with `--json`).
+/// What describes a run, as opposed to what it measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Summary {
+pub struct RunInfo {
     /// Free-form name of the run.
     pub label: String,
     /// API spoken.
     pub api: String,
-    /// `closed` or `open`.
+    /// `closed`, `open` or `fill`.
     pub mode: String,
     /// `put`, `mixed` or `read`.
     pub mix: String,
@@ -201,6 +201,14 @@ pub struct Summary {
     pub value_size: usize,
     /// Size of the key space.
     pub keys: u64,
+}
+
+/// The result of a run (one JSON line with `--json`; the run's fields at the top level).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// What was run.
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Measured seconds (warm-up excluded).
     pub seconds: f64,
     /// Operations measured.
@@ -226,26 +234,6 @@ pub struct Summary {
     pub error_samples: Vec<String>,
 }
 
-/// Header fields of a summary that the measurements do not give.
-pub struct RunInfo {
-    /// Label.
-    pub label: String,
-    /// API.
-    pub api: String,
-    /// Mode.
-    pub mode: String,
-    /// Mix.
-    pub mix: String,
-    /// Connections.
-    pub concurrency: usize,
-    /// Open-loop rate.
-    pub rate: Option<f64>,
-    /// Value size.
-    pub value_size: usize,
-    /// Key space.
-    pub keys: u64,
-}
-
 impl Summary {
     /// Builds the summary of `stats` measured over `seconds`.
     pub fn new(info: RunInfo, stats: &ClientStats, seconds: f64, lag: Option<LagSummary>) -> Self {
@@ -253,14 +241,7 @@ impl Summary {
         all.merge(&stats.get);
         let ok = all.ok;
         Self {
-            label: info.label,
-            api: info.api,
-            mode: info.mode,
-            mix: info.mix,
-            concurrency: info.concurrency,
-            rate: info.rate,
-            value_size: info.value_size,
-            keys: info.keys,
+            run: info,
             seconds: round(seconds),
             ops: all.ok + all.errors,
             errors: all.errors,
@@ -284,19 +265,18 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rate = self
-            .rate
-            .map_or(String::new(), |r| format!(" at {r} ops/s"));
+        let run = &self.run;
+        let rate = run.rate.map_or(String::new(), |r| format!(" at {r} ops/s"));
         writeln!(
             f,
             "{} ({} api, {} loop{rate}, mix {}, {} connections, {} B values, {} keys, {:.1} s)",
-            self.label,
-            self.api,
-            self.mode,
-            self.mix,
-            self.concurrency,
-            self.value_size,
-            self.keys,
+            run.label,
+            run.api,
+            run.mode,
+            run.mix,
+            run.concurrency,
+            run.value_size,
+            run.keys,
             self.seconds
         )?;
         writeln!(
