@@ -8,9 +8,9 @@
 
 pub mod client;
 pub mod lag;
+pub mod options;
 pub mod stats;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,143 +20,9 @@ use serde_json::Value;
 
 use crate::check::record::{OpKind, OpRecord, Outcome, Record};
 use crate::nemesis::rng::Rng;
-use client::{Api, Conn, read_value};
+use client::{Conn, read_value};
+pub use options::{Mix, Mode, Options};
 use stats::{ClientStats, RunInfo, Summary};
-
-/// How requests are paced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Each connection sends its next request as soon as the previous one is answered.
-    Closed,
-    /// Requests start on a fixed schedule (`--rate` per second over all connections).
-    Open,
-}
-
-/// Share of writes and reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mix {
-    /// 100 % PUT.
-    Put,
-    /// 50 % PUT, 50 % GET.
-    Mixed,
-    /// 5 % PUT, 95 % GET.
-    Read,
-}
-
-impl Mix {
-    fn put_percent(self) -> u64 {
-        match self {
-            Mix::Put => 100,
-            Mix::Mixed => 50,
-            Mix::Read => 5,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Mix::Put => "put",
-            Mix::Mixed => "mixed",
-            Mix::Read => "read",
-        }
-    }
-}
-
-/// Options of `causalkv bench`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct Options {
-    /// Address (IP:PORT) to send to; repeat for several (connection i goes to target i mod n).
-    #[arg(long = "target", required = true)]
-    pub targets: Vec<String>,
-    /// API the targets speak.
-    #[arg(long, value_enum, default_value = "kvs")]
-    pub api: Api,
-    /// Closed or open loop.
-    #[arg(long, value_enum, default_value = "closed")]
-    pub mode: Mode,
-    /// Open loop: requests per second over all connections.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Connections, one virtual client each.
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
-    /// Measured seconds (after the warm-up).
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
-    /// Seconds of load before measuring starts.
-    #[arg(long, default_value_t = 2.0)]
-    pub warmup: f64,
-    /// Workload mix.
-    #[arg(long, value_enum, default_value = "put")]
-    pub mix: Mix,
-    /// Bytes per value.
-    #[arg(long, default_value_t = 100)]
-    pub value_size: usize,
-    /// Size of the key space (keys are chosen uniformly; reads find keys written beforehand).
-    #[arg(long, default_value_t = 10_000)]
-    pub keys: u64,
-    /// Name of the run in the output.
-    #[arg(long, default_value = "bench")]
-    pub label: String,
-    /// Probe replication lag: write at the first target, poll the others until visible
-    /// (for a one-shard cluster whose replicas are the targets).
-    #[arg(long)]
-    pub lag: bool,
-    /// Write every key once and stop (no mix, no warm-up); for memory measurements.
-    #[arg(long)]
-    pub fill: bool,
-    /// Write every operation to this file in the checker's history format.
-    #[arg(long)]
-    pub history: Option<PathBuf>,
-    /// Print one JSON line instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Seed of the key and operation choices.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-}
-
-impl Options {
-    fn validate(&self) -> anyhow::Result<()> {
-        ensure!(
-            (1..=4096).contains(&self.concurrency),
-            "--concurrency must be 1..=4096"
-        );
-        ensure!(
-            self.seconds > 0.0 && self.seconds <= 3600.0,
-            "--seconds must be in (0, 3600]"
-        );
-        ensure!(
-            (0.0..=600.0).contains(&self.warmup),
-            "--warmup must be 0..=600"
-        );
-        ensure!(
-            (1..=1 << 20).contains(&self.value_size),
-            "--value-size must be 1..=1048576"
-        );
-        ensure!(
-            (1..=100_000_000).contains(&self.keys),
-            "--keys must be 1..=100000000"
-        );
-        if self.mode == Mode::Open {
-            let rate = self.rate.context("--mode open needs --rate")?;
-            ensure!(
-                rate > 0.0 && rate <= 10_000_000.0,
-                "--rate must be positive"
-            );
-        }
-        if self.lag {
-            ensure!(
-                self.api == Api::Kvs && self.targets.len() >= 2,
-                "--lag needs --api kvs and at least two targets"
-            );
-        }
-        ensure!(
-            self.history.is_none() || self.api == Api::Kvs,
-            "--history needs --api kvs"
-        );
-        Ok(())
-    }
-}
 
 /// Time points of a run.
 #[derive(Clone, Copy)]
@@ -222,10 +88,14 @@ impl Session {
     }
 
     /// Performs one operation; `scheduled` is when it should have started (latency is
-    /// measured from there), `measured` whether it counts.
-    async fn op(&mut self, kind: OpKind, key: &str, opts: &Options, scheduled: Instant) -> bool {
-        let clock_t0 = Instant::now();
-        let meta_in = self.conn.metadata().map(str::to_string);
+    /// measured from there).
+    async fn op(&mut self, kind: OpKind, key: &str, opts: &Options, scheduled: Instant) {
+        let sent = Instant::now();
+        // only a history needs the metadata sent (no copy per request otherwise)
+        let meta_in = self
+            .record_history
+            .then(|| self.conn.metadata().map(str::to_string))
+            .flatten();
         let value = (kind == OpKind::Put).then(|| self.next_value(opts.value_size));
         let result = match &value {
             Some(v) => self.conn.put(key, v).await,
@@ -275,7 +145,7 @@ impl Session {
                 } else {
                     None
                 },
-                invoke_ns: ns(self.t0, clock_t0),
+                invoke_ns: ns(self.t0, sent),
                 complete_ns: Some(ns(self.t0, done)),
                 outcome,
                 status,
@@ -287,7 +157,6 @@ impl Session {
                 self.name = format!("b{}.{}", self.id, self.incarnation);
             }
         }
-        ok
     }
 }
 

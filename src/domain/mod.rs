@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod liveness;
 pub mod metadata;
+pub mod packed;
 pub mod replica;
 pub mod shard;
 pub mod store;

@@ -7,9 +7,8 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use smallvec::SmallVec;
-
 use super::clock::VectorClock;
+use super::packed::{PackedClock, packed_pairs, put_varint};
 
 /// The version of one write.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,37 +65,6 @@ pub struct Entry {
     pub version: Version,
     /// Its value; `None` for a tombstone.
     pub value: Option<Arc<str>>,
-}
-
-/// A stored clock: `(origin id, counter)` pairs as varints, inline when short (three origins with
-/// counters below 2^28 fit), so a key's version costs a few bytes instead of a map.
-type PackedClock = SmallVec<[u8; 16]>;
-
-fn put_varint(mut v: u64, out: &mut PackedClock) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Decodes the pairs of a packed clock (written by [`put_varint`], so well-formed).
-fn packed_pairs(bytes: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
-    let mut rest = bytes;
-    let mut next = move || {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let (&b, tail) = rest.split_first()?;
-            rest = tail;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(v);
-            }
-            shift += 7;
-        }
-    };
-    std::iter::from_fn(move || Some((next()? as u32, next()?)))
 }
 
 /// One key's stored state, compact: about 64 bytes plus the value, for memory at scale.
