@@ -255,24 +255,28 @@ impl Node {
 
     /// Tells `others` about a view change (fire and forget, each call bounded).
     pub fn spread(&self, kind: ChangeKind, node: &str, others: Vec<String>) {
+        let incarnation = self.state().liveness.incarnation(node);
         for other in others.into_iter().filter(|o| o != node) {
             let me = self.clone();
             let node = node.to_string();
             tokio::spawn(async move {
-                let _ = me.peers.view_change(&other, kind, &node).await;
+                let _ = me.peers.view_change(&other, kind, &node, incarnation).await;
             });
         }
     }
 
     /// Applies a view change reported by another node.
-    pub fn on_view_change(&self, sender: &str, kind: ChangeKind, node: &str) {
+    /// `incarnation` is `node`'s as the sender knew it (a report about an older process than
+    /// the one we heard from is ignored).
+    pub fn on_view_change(&self, sender: &str, kind: ChangeKind, node: &str, incarnation: u64) {
         if node == &*self.me {
             return;
         }
         let t = {
             let mut st = self.state();
             match kind {
-                ChangeKind::Down | ChangeKind::Removed => st.liveness.suspect(node),
+                ChangeKind::Down => st.liveness.suspect_reported(node, incarnation),
+                ChangeKind::Removed => st.liveness.suspect(node),
                 ChangeKind::Added => st.liveness.add(node),
             }
         };

@@ -96,7 +96,13 @@ pub trait Peers: Send + Sync + 'static {
     /// Announces this node (fresh start or restart).
     fn announce(&self, to: &str, incarnation: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>>;
     /// Spreads a view change.
-    fn view_change(&self, to: &str, kind: ChangeKind, node: &str) -> BoxFuture<'_, PeerResult<()>>;
+    fn view_change(
+        &self,
+        to: &str,
+        kind: ChangeKind,
+        node: &str,
+        incarnation: u64,
+    ) -> BoxFuture<'_, PeerResult<()>>;
     /// Asks the peer to install a shard map.
     fn install_map(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
     /// Pulls what the peer has that `known` does not cover (`None`: everything it stores).

@@ -126,6 +126,21 @@ impl PeerTable {
         }
     }
 
+    /// Another node reports the peer down, knowing it as `incarnation` (0: never heard from it).
+    /// A report about an older process than the one we heard from is stale and ignored: e.g. a
+    /// node that tried the peer before it started listening, while we already heard from it.
+    pub fn suspect_reported(&mut self, addr: &str, incarnation: u64) -> Transition {
+        match self.peers.get(addr) {
+            Some(p) if p.incarnation > incarnation => Transition::None,
+            _ => self.suspect(addr),
+        }
+    }
+
+    /// The peer's incarnation as we know it (0 when we never heard from it).
+    pub fn incarnation(&self, addr: &str) -> u64 {
+        self.peers.get(addr).map_or(0, |p| p.incarnation)
+    }
+
     /// We heard from the peer (it called us, or answered us) with `incarnation`.
     pub fn contact(&mut self, addr: &str, incarnation: u64, now: Instant) -> Transition {
         if addr == self.me {
@@ -194,6 +209,18 @@ mod tests {
 
     fn table() -> PeerTable {
         PeerTable::new(ME, &[ME.to_string(), B.to_string()], Duration::from_secs(3))
+    }
+
+    #[test]
+    fn a_down_report_about_an_older_incarnation_is_ignored() {
+        let t0 = Instant::now();
+        let mut t = PeerTable::new("me:1", &["a:1".to_string()], Duration::from_secs(3));
+        t.contact("a:1", 7, t0);
+        assert_eq!(t.suspect_reported("a:1", 0), Transition::None);
+        assert_eq!(t.suspect_reported("a:1", 6), Transition::None);
+        assert!(t.in_view("a:1"));
+        assert_eq!(t.suspect_reported("a:1", 7), Transition::Suspected);
+        assert!(!t.in_view("a:1"));
     }
 
     #[test]

@@ -173,7 +173,13 @@ impl Peers for GrpcPeers {
         })
     }
 
-    fn view_change(&self, to: &str, kind: ChangeKind, node: &str) -> BoxFuture<'_, PeerResult<()>> {
+    fn view_change(
+        &self,
+        to: &str,
+        kind: ChangeKind,
+        node: &str,
+        incarnation: u64,
+    ) -> BoxFuture<'_, PeerResult<()>> {
         let (to, node) = (to.to_string(), node.to_string());
         Box::pin(async move {
             let mut c = MembershipClient::new(self.channel(&to)?);
@@ -186,6 +192,7 @@ impl Peers for GrpcPeers {
                 sender: self.me.clone(),
                 kind: kind as i32,
                 node,
+                incarnation,
             };
             self.deadline(self.timeout, c.view_change(self.request(msg, self.timeout)))
                 .await

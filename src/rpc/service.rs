@@ -89,7 +89,8 @@ impl pb::membership_server::Membership for Services {
             Ok(pb::ChangeKind::Removed) => ChangeKind::Removed,
             _ => return Err(Status::invalid_argument("unknown change kind")),
         };
-        self.0.on_view_change(&r.sender, kind, &r.node);
+        self.0
+            .on_view_change(&r.sender, kind, &r.node, r.incarnation);
         Ok(Response::new(pb::Ack {}))
     }
 
