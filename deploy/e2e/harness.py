@@ -209,13 +209,29 @@ class Node:
         return f"{self.ip}:{CONTAINER_PORT}"
 
 
+@dataclass(frozen=True)
+class StartOpts:
+    """How a scenario starts its containers.
+
+    The defaults are the suite's own form (named containers, published on 127.0.0.1 only).
+    The seed form (the assignment-3 README) is ``named=False, rm=True, publish_all=True``:
+    ``docker run --rm -p 8082:8090 --net=asg3net --ip=10.10.0.2 -e SOCKET_ADDRESS=... -e VIEW=... IMAGE``
+    with no ``--name``; the harness then addresses the container by the id ``docker run`` printed.
+    """
+
+    named: bool = True
+    rm: bool = False
+    publish_all: bool = False
+
+
 class Env:
     """The run's Docker resources: one network, containers created on it, and their cleanup."""
 
     def __init__(self, image: str, network: str, subnet: str, port_base: int, prefix: str,
                  node_env: list[str], log_dir: str) -> None:
         self.image = image
-        self.network = network
+        self.default_network = network
+        self.network = network  # the network of the scenario that runs now
         self.subnet = ipaddress.ip_network(subnet)
         self.prefix = prefix
         self.node_env = node_env
@@ -223,9 +239,15 @@ class Env:
         self.run_id = uuid.uuid4().hex[:12]
         self.label = f"{LABEL_KEY}={self.run_id}"
         self.http = Http()
+        # The replication-only (assignment-3) scenarios use the seed's network name and host ports.
+        self.asg3_network = "asg3net"
+        self.asg3_port_base = 8082
         self.network_created = False
-        self.containers: set[str] = set()  # created by this run and not yet removed
+        self.containers: set[str] = set()  # created by this run and not yet removed (names or ids)
+        self.refs: dict[Node, str] = {}      # node -> how docker knows its container (id if unnamed)
+        self.auto_removed: set[str] = set()  # containers started with --rm
         self._cleaned = False
+        self._started_any = False  # an unnamed container may exist even if none is tracked
         hosts = list(self.subnet.hosts())
         self.nodes = {n: Node(n, f"{prefix}{n}", str(hosts[i + 1]), port_base + i)
                       for i, n in enumerate(NAMES)}
@@ -234,8 +256,12 @@ class Env:
 
     # -- preflight -------------------------------------------------------------------------
 
-    def preflight(self) -> None:
-        """Refuse to start on any conflict; create nothing."""
+    def preflight(self, extra_networks: Iterable[str] = (), extra_ports: Iterable[int] = ()) -> None:
+        """Refuse to start on any conflict; create nothing.
+
+        `extra_networks`/`extra_ports`: what the selected scenarios need beyond the defaults (e.g.
+        asg3net and host ports 8082.. published on every interface, as the seed writes them).
+        """
         if shutil.which("docker") is None:
             raise PreflightError("docker CLI not found")
         try:
@@ -245,11 +271,12 @@ class Env:
         if _inspect("image", self.image) is None:
             raise PreflightError(f"image '{self.image}' not found; build it first "
                                  f"(deploy/build-image.sh, or deploy/e2e.sh which builds it)")
-        if _inspect("network", self.network) is not None:
-            raise PreflightError(
-                f"a Docker network named '{self.network}' already exists and was not created by "
-                f"this run; remove it (docker network rm {self.network}) or pick another name "
-                f"with --network")
+        for name in [self.default_network, *extra_networks]:
+            if _inspect("network", name) is not None:
+                raise PreflightError(
+                    f"a Docker network named '{name}' already exists and was not created by "
+                    f"this run; remove it (docker network rm {name}) or pick another name "
+                    f"(--network, --asg3-network)")
         for net in docker("network", "ls", "--format", "{{.Name}}").split():
             for sub in network_subnets(net):
                 try:
@@ -275,63 +302,137 @@ class Env:
                 except OSError as e:
                     raise PreflightError(f"host port 127.0.0.1:{node.hport} is in use ({e}); "
                                          f"pick other ports with --port-base") from e
+        for port in extra_ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("", port))  # published on every interface, as the seed does
+                except OSError as e:
+                    raise PreflightError(f"host port {port} is in use ({e}) (a cluster from "
+                                         f"deploy/cluster.sh?); pick others with --asg3-port-base") from e
 
     # -- network and containers ------------------------------------------------------------
 
-    def create_network(self) -> None:
-        """Create the test's bridge network (tracked for cleanup)."""
+    def create_network(self, name: str | None = None) -> None:
+        """Create a bridge network on the suite's subnet (tracked for cleanup) and make it current.
+
+        One network at a time: scenarios that need another name (asg3net) get theirs after the
+        previous one was removed (drop_network), since two networks cannot share 10.10.0.0/16.
+        """
+        expect(not self.network_created, f"network {self.network} still exists")
+        self.network = name or self.default_network
         docker("network", "create", "--driver", "bridge", "--subnet", str(self.subnet),
                "--label", self.label, self.network)
         self.network_created = True
 
-    def start(self, node: Node, view: Iterable[Node], shard_count: int | None) -> None:
-        """docker run one node with SOCKET_ADDRESS, VIEW and (unless a spare) SHARD_COUNT."""
-        args = ["run", "-d", "--name", node.container, "--label", self.label,
-                "--network", self.network, "--ip", node.ip,
-                "-p", f"127.0.0.1:{node.hport}:{CONTAINER_PORT}",
-                "-e", f"SOCKET_ADDRESS={node.addr}",
-                "-e", "VIEW=" + ",".join(n.addr for n in view)]
+    def drop_network(self) -> list[str]:
+        """Remove the current network if this run created it; return problems (never raises)."""
+        errors: list[str] = []
+        if not self.network_created:
+            return errors
+        for attempt in range(5):
+            try:
+                info = _inspect("network", self.network)
+                if info is None:
+                    break
+                if (info.get("Labels") or {}).get(LABEL_KEY) != self.run_id:
+                    errors.append(f"network {self.network} is not ours any more; left alone")
+                    break
+                docker("network", "rm", self.network, timeout=30)
+                break
+            except Exception as e:  # noqa: BLE001
+                if attempt == 4:
+                    errors.append(f"network {self.network}: {e}")
+                time.sleep(1)
+        self.network_created = False
+        return errors
+
+    def ref(self, node: Node) -> str:
+        """How docker knows the node's container: the id `docker run` printed, else its name."""
+        return self.refs.get(node, node.container)
+
+    def start(self, node: Node, view: Iterable[Node], shard_count: int | None,
+              opts: StartOpts = StartOpts()) -> str:
+        """docker run one node with SOCKET_ADDRESS, VIEW and (unless given None) SHARD_COUNT.
+
+        Returns the container id. Unnamed containers are addressed by that id from then on.
+        """
+        args = ["run", "-d"]
+        if opts.rm:
+            args.append("--rm")
+        publish = (f"{node.hport}:{CONTAINER_PORT}" if opts.publish_all
+                   else f"127.0.0.1:{node.hport}:{CONTAINER_PORT}")
+        # Same order and spelling as the documented commands.
+        args += ["-p", publish, f"--net={self.network}", f"--ip={node.ip}"]
+        if opts.named:
+            args.append(f"--name={node.container}")
+        args += ["--label", self.label]
         if shard_count is not None:
             args += ["-e", f"SHARD_COUNT={shard_count}"]
+        args += ["-e", f"SOCKET_ADDRESS={node.addr}", "-e", "VIEW=" + ",".join(n.addr for n in view)]
         for kv in self.node_env:
             args += ["-e", kv]
-        self.containers.add(node.container)  # before run: a half-created container is ours too
-        docker(*args, self.image)
+        self._started_any = True
+        if opts.named:
+            self.containers.add(node.container)  # before run: a half-created container is ours too
+        # (An unnamed half-created container still carries our label: cleanup finds it by label.)
+        cid = docker(*args, self.image).strip()
+        expect(bool(cid), f"docker run printed no container id for {node.name}")
+        self.containers.discard(node.container)
+        self.containers.add(cid)
+        self.refs[node] = cid
+        if opts.rm:
+            self.auto_removed.add(cid)
+        return cid
+
+    def container_name(self, node: Node) -> str | None:
+        """The name docker gave the node's container (without the leading /), None if gone."""
+        info = _inspect("container", self.ref(node))
+        return (info or {}).get("Name", "").lstrip("/") or None
 
     def _ours(self, container: str) -> bool:
         info = _inspect("container", container)
         return bool(info) and (info.get("Config", {}).get("Labels") or {}).get(LABEL_KEY) == self.run_id
 
     def kill(self, node: Node) -> None:
-        """docker kill: the process dies at once, no graceful shutdown."""
-        docker("kill", node.container)
+        """docker kill: the process dies at once, no graceful shutdown.
+
+        A container started with --rm disappears with its log, so its log is saved first.
+        """
+        ref = self.ref(node)
+        if ref in self.auto_removed:
+            self.save_log(node, "before-kill")
+        docker("kill", ref)
 
     def remove(self, *nodes: Node) -> None:
         """docker rm -f the given nodes (only ones this run created)."""
-        names = [n.container for n in nodes if n.container in self.containers and self._ours(n.container)]
-        if names:
-            docker("rm", "-f", *names, check=False)
-        for n in nodes:
-            self.containers.discard(n.container)
+        refs = [self.ref(n) for n in nodes]
+        mine = [r for r in refs if r in self.containers and self._ours(r)]
+        if mine:
+            docker("rm", "-f", *mine, check=False)
+        for n, r in zip(nodes, refs):
+            self.containers.discard(r)
+            self.auto_removed.discard(r)
+            self.refs.pop(n, None)
 
     def disconnect(self, node: Node) -> None:
         """Cut the node off the test network (a partition; the process keeps running)."""
-        docker("network", "disconnect", self.network, node.container)
+        docker("network", "disconnect", self.network, self.ref(node))
 
     def connect(self, node: Node) -> None:
         """Reconnect the node with its own address (no-op if it is connected)."""
         if not self.connected(node):
-            docker("network", "connect", "--ip", node.ip, self.network, node.container)
+            docker("network", "connect", "--ip", node.ip, self.network, self.ref(node))
 
     def connected(self, node: Node) -> bool:
         """Whether the node's container is attached to the test network."""
-        info = _inspect("container", node.container)
+        info = _inspect("container", self.ref(node))
         nets = ((info or {}).get("NetworkSettings") or {}).get("Networks") or {}
         return self.network in nets
 
     def running(self, node: Node) -> tuple[bool, str]:
         """(running?, status text) of a node's container."""
-        info = _inspect("container", node.container)
+        info = _inspect("container", self.ref(node))
         if not info:
             return False, "no such container"
         st = info.get("State", {})
@@ -339,11 +440,27 @@ class Env:
 
     def log_tail(self, node: Node, lines: int = 5) -> str:
         """The last lines a node printed, for failure messages."""
-        p = subprocess.run(["docker", "logs", "--tail", str(lines), node.container],
+        p = subprocess.run(["docker", "logs", "--tail", str(lines), self.ref(node)],
                            capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S,
                            stdin=subprocess.DEVNULL)
         text = (p.stdout + p.stderr).strip().replace("\n", " | ")
         return text or "(no output)"
+
+    def _log_name(self, ref: str) -> str:
+        for n, r in self.refs.items():
+            if r == ref:
+                return n.container or f"{n.name}-{ref[:12]}"
+        return ref[:12] if len(ref) == 64 else ref
+
+    def save_log(self, node: Node, tag: str) -> None:
+        """Write one node's full log to the log directory."""
+        os.makedirs(self.log_dir, exist_ok=True)
+        ref = self.ref(node)
+        p = subprocess.run(["docker", "logs", "--timestamps", ref], capture_output=True,
+                           text=True, timeout=DOCKER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        with open(os.path.join(self.log_dir, f"{tag}-{self._log_name(ref)}.log"), "w") as f:
+            f.write(p.stdout)
+            f.write(p.stderr)
 
     def save_logs(self, tag: str) -> None:
         """Write every container's full log to the log directory (before removing them)."""
@@ -351,46 +468,51 @@ class Env:
         for c in sorted(self.containers):
             p = subprocess.run(["docker", "logs", "--timestamps", c], capture_output=True,
                                text=True, timeout=DOCKER_TIMEOUT_S, stdin=subprocess.DEVNULL)
-            with open(os.path.join(self.log_dir, f"{tag}-{c}.log"), "w") as f:
+            with open(os.path.join(self.log_dir, f"{tag}-{self._log_name(c)}.log"), "w") as f:
                 f.write(p.stdout)
                 f.write(p.stderr)
+
+    def labelled_containers(self) -> list[str]:
+        """Ids of every container that carries this run's label (named or not, running or not)."""
+        out = docker("ps", "-aq", "--no-trunc", "--filter", f"label={self.label}", check=False)
+        return out.split()
+
+    def remove_all(self) -> list[str]:
+        """Remove every container of this run: the tracked ones and any carrying its label.
+
+        Unnamed containers are found by label too, so one whose `docker run` failed half-way
+        (no id printed) is not left behind. Returns problems (never raises)."""
+        errors = []
+        try:
+            found = set(self.labelled_containers())
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            found = set()
+            errors.append(f"listing labelled containers: {e}")
+        for c in sorted(self.containers | found):
+            try:
+                if c in found or self._ours(c):
+                    docker("rm", "-f", c, check=False)
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                errors.append(f"{c}: {e}")
+        self.containers.clear()
+        self.auto_removed.clear()
+        self.refs.clear()
+        return errors
 
     def cleanup(self) -> None:
         """Remove every container and the network this run created. Idempotent, never raises."""
         if self._cleaned:
             return
         self._cleaned = True
-        if not self.containers and not self.network_created:
+        if not self.containers and not self.network_created and not self._started_any:
             return
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
                 signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not stop the cleanup
             except (ValueError, OSError):
                 pass
-        errors = []
-        for c in sorted(self.containers):
-            try:
-                if self._ours(c):
-                    docker("rm", "-f", c, check=False)
-            except Exception as e:  # noqa: BLE001 - cleanup must go on
-                errors.append(f"{c}: {e}")
-        self.containers.clear()
-        if self.network_created:
-            for attempt in range(5):
-                try:
-                    info = _inspect("network", self.network)
-                    if info is None:
-                        break
-                    if (info.get("Labels") or {}).get(LABEL_KEY) != self.run_id:
-                        errors.append(f"network {self.network} is not ours any more; left alone")
-                        break
-                    docker("network", "rm", self.network, timeout=30)
-                    break
-                except Exception as e:  # noqa: BLE001
-                    if attempt == 4:
-                        errors.append(f"network {self.network}: {e}")
-                    time.sleep(1)
-            self.network_created = False
+        errors = self.remove_all()
+        errors += self.drop_network()
         if errors:
             print("cleanup problems: " + "; ".join(errors), file=sys.stderr, flush=True)
         else:

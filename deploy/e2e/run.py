@@ -4,13 +4,17 @@
 Starts nodes of the image (default asg4img) as containers on its own bridge network
 (ckv-e2e-net, 10.10.0.0/16, nodes at 10.10.0.2..8:8090), publishes them on 127.0.0.1:18082..18088,
 runs the documented scenarios and prints one PASS/FAIL line per check, then `N passed, M failed`.
+The replication-only scenarios (asg3, asg3-named) use the assignment-3 seed's exact form instead:
+network asg3net on 10.10.0.0/16, `docker run --rm -p 8082:8090 ...` (host ports 8082.. on every
+interface), no SHARD_COUNT, and for asg3 no --name. Each scenario gets a fresh network, removed
+after it, so scenarios on the same subnet run one after the other.
 Exit status 0 only if every check passed; 2 if it refused to start.
 
 It refuses to start if its network, any of its containers, or any network on an overlapping
 subnet (e.g. asg4net from deploy/cluster.sh) exists, and removes everything it created on every
 way out: normal end, failure, exception, SIGINT/SIGTERM/SIGHUP, its own time limit.
 
-Usage: python3 deploy/e2e/run.py [--scenario grpc,replicated,sharded] [--image IMG] ...
+Usage: python3 deploy/e2e/run.py [--scenario grpc,replicated,sharded,asg3,asg3-named] [--image IMG] ...
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Env, Interrupted, PreflightError, Report  # noqa: E402
-from scenarios import SCENARIOS, run_scenario  # noqa: E402
+from scenarios import DEFAULT_SCENARIOS, SCENARIOS, SEED_SCENARIOS, run_scenario  # noqa: E402
 
 # The whole suite must end within 10 minutes on 2 cores; this limit leaves room for cleanup.
 DEFAULT_MAX_SECONDS = 540
@@ -55,13 +59,19 @@ def _runs(cmd: str) -> bool:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", default="grpc,replicated,sharded",
-                   help="comma-separated subset of: " + ",".join(SCENARIOS))
+    p.add_argument("--scenario", default=",".join(DEFAULT_SCENARIOS),
+                   help="comma-separated subset of: " + ",".join(SCENARIOS) + " (default: all)")
     p.add_argument("--image", default=os.environ.get("CKV_E2E_IMAGE", "asg4img"))
     p.add_argument("--network", default=os.environ.get("CKV_E2E_NETWORK", "ckv-e2e-net"))
     p.add_argument("--subnet", default=os.environ.get("CKV_E2E_SUBNET", "10.10.0.0/16"))
     p.add_argument("--port-base", type=int, default=int(os.environ.get("CKV_E2E_PORT_BASE", "18082")),
                    help="host port of alice on 127.0.0.1; bob gets +1, ... (default 18082)")
+    p.add_argument("--asg3-network", default=os.environ.get("CKV_E2E_ASG3_NETWORK", "asg3net"),
+                   help="network of the replication-only scenarios (default asg3net, as the seed)")
+    p.add_argument("--asg3-port-base", type=int,
+                   default=int(os.environ.get("CKV_E2E_ASG3_PORT_BASE", "8082")),
+                   help="host port of alice in the replication-only scenarios, published on every "
+                        "interface as the seed does (default 8082; bob +1, ...)")
     p.add_argument("--prefix", default="ckv-e2e-", help="container name prefix (default ckv-e2e-)")
     p.add_argument("--node-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for every node (repeatable), e.g. CKV_GRACE_MS=3000")
@@ -87,6 +97,8 @@ def main(argv: list[str]) -> int:
     log_dir = args.log_dir or os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                            f"ckv-e2e-logs-{time.strftime('%Y%m%d-%H%M%S')}")
     env = Env(args.image, args.network, args.subnet, args.port_base, args.prefix, args.node_env, log_dir)
+    env.asg3_network = args.asg3_network
+    env.asg3_port_base = args.asg3_port_base
     report = Report()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -101,7 +113,9 @@ def main(argv: list[str]) -> int:
     atexit.register(env.cleanup)  # the last line of defence; cleanup is idempotent
 
     try:
-        env.preflight()
+        seed = [s for s in args.scenarios if s in SEED_SCENARIOS]
+        env.preflight(extra_networks=[args.asg3_network] if seed else [],
+                      extra_ports=[args.asg3_port_base + i for i in range(4)] if seed else [])
     except PreflightError as e:
         print(f"e2e: refusing to start: {e}", file=sys.stderr, flush=True)
         report.record("preflight", False, f"refusing to start: {e}")
@@ -113,7 +127,6 @@ def main(argv: list[str]) -> int:
     signal.alarm(args.max_seconds)
     interrupted = ""
     try:
-        env.create_network()
         print(f"e2e: run {env.run_id}, image {args.image}, network {args.network} ({args.subnet}), "
               f"grpcurl {grpcurl or 'not found'}, logs in {log_dir}", flush=True)
         for name in args.scenarios:

@@ -11,8 +11,8 @@ import subprocess
 import time
 from typing import Any
 
-from harness import (CheckFailed, Env, Node, Report, Resp, Step, body_has, expect, expect_body,
-                     short, wait_for)
+from harness import (CheckFailed, Env, Node, Report, Resp, StartOpts, Step, body_has, expect,
+                     expect_body, short, wait_for)
 
 NOT_SATISFIED = {"error": "Causal dependencies not satisfied; try again later"}
 NO_KEY = {"error": "Key does not exist"}
@@ -34,26 +34,34 @@ N_KEYS = 600
 class Cluster:
     """The nodes of one scenario, with the client-side state (chained causal metadata)."""
 
-    def __init__(self, env: Env, names: list[str], shard_count: int | None) -> None:
+    def __init__(self, env: Env, names: list[str], shard_count: int | None,
+                 nodes: list[Node] | None = None, opts: StartOpts = StartOpts()) -> None:
         self.env = env
         self.http = env.http
-        self.nodes = [env.nodes[n] for n in names]
+        self.nodes = nodes if nodes is not None else [env.nodes[n] for n in names]
         self.shard_count = shard_count
+        self.opts = opts
         self.meta: Any = None  # the client's chained causal metadata
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def start(self, node: Node, view: list[Node] | None = None) -> None:
+        """docker run one node, by default with the cluster's full VIEW."""
+        self.env.start(node, view if view is not None else self.nodes, self.shard_count, self.opts)
+
     def start_all(self) -> None:
         """docker run every node with the full VIEW."""
         for n in self.nodes:
-            self.env.start(n, self.nodes, self.shard_count)
+            self.start(n)
 
     def teardown(self, tag: str) -> None:
-        """Save logs, then remove this scenario's containers."""
+        """Save logs, then remove every container of the run (named or not)."""
         try:
             self.env.save_logs(tag)
         finally:
-            self.env.remove(*self.env.nodes.values())
+            problems = self.env.remove_all()
+            if problems:
+                print(f"teardown {tag}: " + "; ".join(problems), flush=True)
 
     def expect_running(self, nodes: list[Node]) -> None:
         """CheckFailed naming any container that has exited, with its last log lines."""
@@ -173,8 +181,16 @@ def grpc_steps(env: Env, grpcurl: str | None) -> tuple[Cluster, list[Step]]:
 def replicated_steps(env: Env) -> tuple[Cluster, list[Step]]:
     """3 nodes, SHARD_COUNT=1: KV flows, replication, partitions, causality, kill and restart."""
     c = Cluster(env, ["alice", "bob", "carol"], 1)
+    return c, replication_steps(c, {})
+
+
+def replication_steps(c: Cluster, model: dict[str, Any]) -> list[Step]:
+    """The steps of one replicated store of three (alice, bob, carol), whatever its start form.
+
+    `model`: key -> value every replica must end up holding (absent: deleted); steps add to it.
+    """
+    env = c.env
     alice, bob, carol = c.nodes
-    model: dict[str, Any] = {}  # key -> value every replica must end up holding (absent: deleted)
 
     def up() -> None:
         c.start_all()
@@ -299,7 +315,7 @@ def replicated_steps(env: Env) -> tuple[Cluster, list[Step]]:
 
     def restart_rejoins() -> None:
         env.remove(carol)
-        env.start(carol, c.nodes, c.shard_count)
+        c.start(carol)
         restart_t["t0"] = time.monotonic()
         c.wait_views(c.nodes, c.nodes, MEMBERSHIP_S, "restarted carol in every view")
 
@@ -320,7 +336,7 @@ def replicated_steps(env: Env) -> tuple[Cluster, list[Step]]:
         expect_body(c.kv("GET", carol, "x", meta=meta, chain=False), 404, NO_KEY,
                     "deleted key stays deleted at carol")
 
-    return c, [
+    return [
         ("cluster of 3 starts, every view complete", up, True),
         ("PUT/GET/DELETE flow with chained metadata", kv_flow, False),
         ("bad requests get 400 and change nothing", kv_errors, False),
@@ -512,21 +528,244 @@ def sharded_steps(env: Env) -> tuple[Cluster, list[Step]]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# Replication-only (assignment-3 form): no SHARD_COUNT anywhere, the seed's exact docker commands
+
+# The seed README's form, verbatim but for -d and the suite's label:
+#   docker network create --subnet=10.10.0.0/16 asg3net
+#   docker run --rm -p 8082:8090 --net=asg3net --ip=10.10.0.2 -e SOCKET_ADDRESS=10.10.0.2:8090 \
+#       -e VIEW=10.10.0.2:8090,10.10.0.3:8090,10.10.0.4:8090 IMAGE
+SEED_FORM = StartOpts(named=False, rm=True, publish_all=True)
+SEED_FORM_NAMED = StartOpts(named=True, rm=True, publish_all=True)
+
+
+def seed_nodes(env: Env, names: list[str], named: bool) -> list[Node]:
+    """Nodes on the seed's host ports (8082, 8083, ... unless --asg3-port-base), at the usual IPs."""
+    nodes = []
+    for n in names:
+        base = env.nodes[n]
+        i = list(env.nodes).index(n)
+        node = Node(n, base.container if named else "", base.ip, env.asg3_port_base + i)
+        env.http.allowed_ports.add(node.hport)
+        nodes.append(node)
+    return nodes
+
+
+def replication_only_checks(c: Cluster) -> dict[str, Any]:
+    """Step bodies every replication-only scenario shares."""
+
+    def kvs_at_once() -> None:
+        # No shard map to wait for: /kvs answers on every node as soon as the views are complete.
+        for n in c.nodes:
+            r = c.kv("GET", n, "asg3-never-written", meta=None, chain=False)
+            expect_body(r, 404, NO_KEY, f"GET of a missing key at {n.name} (a 503 here means "
+                        f"the node is not serving /kvs without SHARD_COUNT)")
+        r = c.kv("PUT", c.nodes[0], "asg3-first", "first")
+        expect_body(r, 201, {"result": "created"}, "first PUT at alice")
+
+    def shard_endpoints(members: list[Node] | None = None) -> None:
+        want = sorted(n.addr for n in (members or c.nodes))
+        for n in (members or c.nodes):
+            ids = c.get_json(n, "/shard/ids", "shard-ids")
+            expect(ids == [0], f"/shard/ids at {n.name}: {short(ids)}, want [0]")
+            sid = c.get_json(n, "/shard/node-shard-id", "node-shard-id")
+            expect(sid == 0 and type(sid) is int, f"node-shard-id at {n.name}: {short(sid)}, want 0")
+            mem = c.get_json(n, "/shard/members/0", "shard-members")
+            expect(isinstance(mem, list) and sorted(mem) == want,
+                   f"members of 0 at {n.name}: {short(mem)}, want the view {want}")
+            view = c.view(n)
+            expect(view == want, f"view at {n.name}: {view}, want {want}")
+        r = c.req("GET", c.nodes[0], "/shard/members/1")
+        expect(r.status == 404, f"members of shard 1 (none exists): {r}")
+
+    return {"kvs_at_once": kvs_at_once, "shard_endpoints": shard_endpoints}
+
+
+def curl(method: str, port: int, path: str, body: Any) -> tuple[int | None, Any]:
+    """curl to localhost:<port>, the way the seed README's users do; (status, parsed JSON)."""
+    import json
+    p = subprocess.run(["curl", "-s", "-m", "3", "--noproxy", "*", "-o", "-", "-w", "\n%{http_code}",
+                        "-X", method, "-H", "Content-Type: application/json", "-d", json.dumps(body),
+                        f"http://localhost:{port}{path}"],
+                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    out, _, code = p.stdout.rpartition("\n")
+    try:
+        status: int | None = int(code)
+    except ValueError:
+        status = None
+    try:
+        parsed = json.loads(out)
+    except ValueError:
+        parsed = out
+    return status or None, parsed
+
+
+def asg3_steps(env: Env) -> tuple[Cluster, list[Step]]:
+    """The seed's replication-only cluster: 3 unnamed --rm containers on asg3net, host ports
+    8082-8084, no SHARD_COUNT; the full replicated scenario plus the shard view of it."""
+    c = Cluster(env, [], None, nodes=seed_nodes(env, ["alice", "bob", "carol"], named=False),
+                opts=SEED_FORM)
+    alice, bob, carol = c.nodes
+    model: dict[str, Any] = {}
+    shared = replication_only_checks(c)
+
+    def by_id() -> None:
+        for n in c.nodes:
+            ref = env.ref(n)
+            expect(len(ref) == 64 and all(ch in "0123456789abcdef" for ch in ref),
+                   f"{n.name} is not addressed by a container id: {ref!r}")
+            name = env.container_name(n) or ""
+            expect(not name.startswith(env.prefix), f"{n.name} got a --name: {name}")
+
+    def via_curl() -> None:
+        if shutil_which("curl") is None:
+            raise CheckFailed("curl not found (the seed's client); install curl")
+        st, b = curl("PUT", alice.hport, "/kvs/seedkey", {"value": "from curl", "causal-metadata": c.meta})
+        expect(st == 201 and isinstance(b, dict) and b.get("result") == "created",
+               f"curl -X PUT localhost:{alice.hport}/kvs/seedkey: {st} {short(b)}")
+        c.meta = b["causal-metadata"]
+        model["seedkey"] = "from curl"
+        meta = c.meta
+
+        def probe() -> tuple[bool, Any]:
+            st2, b2 = curl("GET", carol.hport, "/kvs/seedkey", {"causal-metadata": meta})
+            ok = st2 == 200 and isinstance(b2, dict) and b2.get("value") == "from curl"
+            return ok, f"{st2} {short(b2)}"
+        wait_for(f"curl localhost:{carol.hport}/kvs/seedkey at carol returns the value",
+                 probe, REPLICATION_S + 0.5, 0.1)
+        st3, b3 = curl("GET", bob.hport, "/view", {})
+        expect(st3 == 200 and isinstance(b3, dict) and sorted(b3.get("view") or []) ==
+               sorted(n.addr for n in c.nodes), f"curl localhost:{bob.hport}/view: {st3} {short(b3)}")
+
+    steps = replication_steps(c, model)
+    up = steps[0]
+    rest = steps[1:]
+    return c, [
+        ("cluster of 3 started as the seed writes it (no --name, no SHARD_COUNT), every view complete",
+         up[1], True),
+        ("containers are addressed by id", by_id, False),
+        ("/kvs answers at once on every node (no shard map to wait for)", shared["kvs_at_once"], False),
+        ("/shard/ids [0], node-shard-id 0, members of 0 = the view, on every node",
+         shared["shard_endpoints"], False),
+        ("curl to localhost:8082.. as in the seed: PUT at alice, GET at carol, view at bob", via_curl, False),
+        *rest,
+        ("after the restart: members of 0 are the view again on every node",
+         lambda: wait_for("members of 0 = view everywhere", lambda: _probe(shared["shard_endpoints"]),
+                          MEMBERSHIP_S, 0.2), False),
+    ]
+
+
+def asg3_named_steps(env: Env) -> tuple[Cluster, list[Step]]:
+    """The seed's form with --name (API.md's sample names), no SHARD_COUNT: a short variant, plus a
+    fourth node started later with the full VIEW, which becomes a replica and pulls the data."""
+    names = ["alice", "bob", "carol"]
+    c = Cluster(env, names, None, nodes=seed_nodes(env, names, named=True), opts=SEED_FORM_NAMED)
+    dave = seed_nodes(env, ["dave"], named=True)[0]
+    alice, bob, carol = c.nodes
+    shared = replication_only_checks(c)
+    keys: dict[str, Any] = {}
+
+    def up() -> None:
+        c.start_all()
+        time.sleep(0.5)
+        c.expect_running(c.nodes)
+        c.wait_views(c.nodes, c.nodes, STARTUP_S, "every node's view holds all three")
+
+    def writes_everywhere() -> None:
+        for i, n in enumerate(c.nodes):
+            r = c.kv("PUT", n, f"n{i}", {"i": i})
+            expect(r.status == 201, f"PUT n{i} at {n.name}: {r}")
+            keys[f"n{i}"] = {"i": i}
+        meta = c.meta
+        for n in c.nodes:
+            def probe(n: Node = n) -> tuple[bool, Any]:
+                bad = {k: str(g) for k, v in keys.items()
+                       if not body_has(g := c.kv("GET", n, k, meta=meta, chain=False), 200, {"value": v})}
+                return not bad, bad
+            wait_for(f"every write readable at {n.name}", probe, REPLICATION_S, 0.05)
+
+    def dave_joins() -> None:
+        c.nodes.append(dave)
+        t0 = time.monotonic()
+        c.start(dave)  # VIEW: all four, no SHARD_COUNT
+        c.wait_views(c.nodes, c.nodes, MEMBERSHIP_S, "dave in every view")
+        left = max(MEMBERSHIP_S - (time.monotonic() - t0), 0.05)
+        meta = c.meta
+
+        def probe() -> tuple[bool, Any]:
+            bad = {k: str(g) for k, v in keys.items()
+                   if not body_has(g := c.kv("GET", dave, k, meta=meta, chain=False), 200, {"value": v})}
+            return not bad, bad
+        wait_for("dave serves every earlier key", probe, left, 0.1)
+
+    def dave_is_replica() -> None:
+        wait_for("members of 0 = the view of four everywhere",
+                 lambda: _probe(shared["shard_endpoints"]), MEMBERSHIP_S, 0.2)
+        r = c.kv("PUT", dave, "from-dave", "d")
+        expect(r.status == 201, f"PUT at dave: {r}")
+        meta = c.meta
+        wait_for("dave's write readable at alice", lambda: (lambda g: (body_has(g, 200, {"value": "d"}), g))(
+            c.kv("GET", alice, "from-dave", meta=meta, chain=False)), REPLICATION_S, 0.05)
+
+    return c, [
+        ("cluster of 3 started with --name, no SHARD_COUNT, every view complete", up, True),
+        ("/kvs answers at once on every node", shared["kvs_at_once"], False),
+        ("/shard/ids [0], node-shard-id 0, members of 0 = the view", shared["shard_endpoints"], False),
+        ("a write at each node is readable at every node within 1 s", writes_everywhere, False),
+        ("dave started later with the full VIEW: in every view, serves every key within 5 s",
+         dave_joins, True),
+        ("dave is a replica: members of 0 = the view of four, its writes replicate", dave_is_replica, False),
+    ]
+
+
+def _probe(check: Any) -> tuple[bool, Any]:
+    """A check body as a wait_for probe."""
+    try:
+        check()
+        return True, None
+    except CheckFailed as e:
+        return False, str(e)
+
+
+def shutil_which(cmd: str) -> str | None:
+    import shutil
+    return shutil.which(cmd)
+
+
 SCENARIOS = {
     "grpc": grpc_steps,
     "replicated": replicated_steps,
     "sharded": sharded_steps,
+    "asg3": asg3_steps,
+    "asg3-named": asg3_named_steps,
 }
+# Scenarios on another network than the suite's own (one network at a time on 10.10.0.0/16).
+SEED_SCENARIOS = {"asg3", "asg3-named"}
+DEFAULT_SCENARIOS = ["grpc", "replicated", "sharded", "asg3", "asg3-named"]
+
+
+def network_of(name: str, env: Env) -> str | None:
+    """The Docker network a scenario runs on (None: the suite's own)."""
+    return env.asg3_network if name in SEED_SCENARIOS else None
 
 
 def run_scenario(name: str, env: Env, report: Report, grpcurl: str | None, verbose: bool) -> None:
-    """Build one scenario's cluster, run its steps, save logs and remove its containers."""
+    """Create the scenario's network, build its cluster, run its steps, save logs, remove its
+    containers and its network (so the next scenario starts from nothing)."""
     if name == "grpc":
         cluster, steps = grpc_steps(env, grpcurl)
     else:
         cluster, steps = SCENARIOS[name](env)
-    print(f"--- scenario {name} ---", flush=True)
+    t0 = time.monotonic()
+    env.create_network(network_of(name, env))
+    print(f"--- scenario {name} (network {env.network}) ---", flush=True)
     try:
         report.run_steps(name, steps, verbose)
     finally:
-        cluster.teardown(name)
+        try:
+            cluster.teardown(name)
+        finally:
+            problems = env.drop_network()
+            if problems:
+                print(f"teardown {name}: " + "; ".join(problems), flush=True)
+            print(f"--- scenario {name}: {time.monotonic() - t0:.0f}s ---", flush=True)

@@ -6,7 +6,7 @@ synchronous replication to connected replicas, a 3 s grace period after a reconn
 check of the replicated and sharded scenarios to pass. It exists to catch bugs in the checks,
 not to model causalkv. Fake nodes listen on 127.0.0.1 only (ports 28082+ by default).
 
-Usage: python3 deploy/e2e/selftest.py   -> PASS/FAIL lines and `N passed, M failed`
+Usage: python3 deploy/e2e/selftest.py [SCENARIO,...]   -> PASS/FAIL lines and `N passed, M failed`
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Env, Node, Report  # noqa: E402
+from harness import Env, Node, Report, StartOpts  # noqa: E402
 from scenarios import run_scenario  # noqa: E402
 
 GRACE_S = 3.0
@@ -51,6 +51,7 @@ class World:
         self.nodes: dict[str, FakeNode] = {}
         self.members: dict[int, list[str]] = {}  # shard -> node names
         self.seq: dict[int, int] = {}
+        self.replication_only = False  # started without SHARD_COUNT: one shard 0 = the view
 
     def live(self) -> list[FakeNode]:
         now = time.monotonic()
@@ -88,6 +89,8 @@ class World:
                 return 200, {"node-shard-id": self.shard_id(f.node.name)}
             if path.startswith("/shard/members/"):
                 s = int(path.rsplit("/", 1)[1])
+                if s not in self.members:
+                    return 404, {"error": "no such shard"}
                 return 200, {"shard-members": [self.nodes[n].node.addr for n in self.members[s]]}
             if path.startswith("/shard/key-count/"):
                 s = int(path.rsplit("/", 1)[1])
@@ -183,15 +186,32 @@ class FakeEnv(Env):
     def preflight(self) -> None:
         pass
 
-    def create_network(self) -> None:
+    def create_network(self, name=None) -> None:  # type: ignore[override]
+        self.network = name or self.default_network
         self.network_created = True
 
-    def start(self, node: Node, view, shard_count) -> None:  # type: ignore[override]
+    def drop_network(self) -> list[str]:
+        self.network_created = False
+        return []
+
+    def remove_all(self) -> list[str]:
+        self.remove(*[f.node for f in list(WORLD.nodes.values())])
+        self.refs.clear()
+        return []
+
+    def container_name(self, node: Node) -> str | None:
+        return node.container or "fake_random_name"
+
+    def start(self, node: Node, view, shard_count, opts=StartOpts()) -> str:  # type: ignore[override]
         with WORLD.lock:
+            names = [n.name for n in view]
             if shard_count and not WORLD.members:
-                names = [n.name for n in view]
                 WORLD.members = {s: names[s::shard_count] for s in range(shard_count)}
                 WORLD.seq = {s: 0 for s in range(shard_count)}
+            elif shard_count is None and not WORLD.members:
+                WORLD.members, WORLD.seq, WORLD.replication_only = {0: names}, {0: 0}, True
+            elif WORLD.replication_only and node.name not in WORLD.members[0]:
+                WORLD.members[0].append(node.name)
             f = FakeNode(node)
             WORLD.nodes[node.name] = f
             WORLD.sync(f)
@@ -199,7 +219,10 @@ class FakeEnv(Env):
         srv.daemon_threads = True
         f.server = srv
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        self.containers.add(node.container)
+        cid = hashlib.sha256(f"{node.name}{time.monotonic()}".encode()).hexdigest()
+        self.refs[node] = cid
+        self.containers.add(cid)
+        return cid
 
     def kill(self, node: Node) -> None:
         WORLD.nodes[node.name].alive = False
@@ -210,9 +233,9 @@ class FakeEnv(Env):
             if f and f.server:
                 f.server.shutdown()
                 f.server.server_close()
-            self.containers.discard(n.container)
+            self.containers.discard(self.refs.pop(n, n.container))
         if not WORLD.nodes:
-            WORLD.members, WORLD.seq = {}, {}
+            WORLD.members, WORLD.seq, WORLD.replication_only = {}, {}, False
 
     def disconnect(self, node: Node) -> None:
         WORLD.nodes[node.name].connected = False
@@ -248,10 +271,12 @@ class FakeEnv(Env):
 
 def main() -> int:
     env = FakeEnv("fake", "fake-net", "10.10.0.0/16", 28082, "fake-", [], "/tmp")
+    env.asg3_port_base = 28092
     report = Report()
     t0 = time.monotonic()
+    names = sys.argv[1].split(",") if len(sys.argv) > 1 else ["replicated", "sharded", "asg3", "asg3-named"]
     try:
-        for name in ("replicated", "sharded"):
+        for name in names:
             run_scenario(name, env, report, None, verbose=True)
     finally:
         env.cleanup()
