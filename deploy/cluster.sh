@@ -2,25 +2,31 @@
 # Bring a causalkv cluster up and down on a Docker network, the documented way.
 #
 # Usage: deploy/cluster.sh COMMAND [ARGS]
-#   up [--replicas3]   start the cluster: by default 6 nodes alice..frank with SHARD_COUNT=2;
+#   up [--replicas3|--replicated]
+#                      start the cluster: by default 6 nodes alice..frank with SHARD_COUNT=2;
 #                      --replicas3: 3 nodes alice,bob,carol with SHARD_COUNT=1 (one shard, 3 replicas)
+#                      --replicated: the replication-only (assignment-3) form: 3 nodes alice,bob,carol
+#                      with NO SHARD_COUNT on network asg3net (unless NET is set): one replicated store
 #   down               remove every container of the cluster and its network
 #   kill NAME          docker kill NAME (a crash: no graceful shutdown)
 #   restart NAME       start NAME again, fresh, with the full current VIEW (as after a crash)
 #   partition NAME     cut NAME off the network (docker network disconnect)
 #   heal NAME          reconnect NAME with its own IP (docker network connect --ip)
-#   add NAME           start a spare node (no SHARD_COUNT), e.g. grace; VIEW = running nodes + itself
+#   add NAME           start a node without SHARD_COUNT, VIEW = running nodes + itself: a spare in a
+#                      sharded cluster, a new replica in a replication-only one
 #   logs NAME [ARGS]   docker logs [ARGS] NAME (e.g. -f, --tail 50)
 #   status             containers, addresses, ports, and what each node says about itself
 #
 # Nodes: alice bob carol dave erin frank grace heidi ivan judy at 10.10.0.2..11:8090, published on
 # host ports 8082..8091. Environment overrides:
-#   IMAGE (asg4img)  NET (asg4net)  SUBNET (10.10.0.0/16)  PREFIX (10.10)  PORT (8090, container port)
+#   IMAGE (asg4img)  NET (asg4net; asg3net for up --replicated, and for the other commands when only
+#   a cluster.sh network asg3net exists)  SUBNET (10.10.0.0/16)  PREFIX (10.10)  PORT (8090)
 #   HOST_PORT_BASE (8082)  PUBLISH_ADDR (127.0.0.1; 0.0.0.0 to publish on every host interface)
 #   NODE_ENV ("KEY=VAL KEY=VAL", extra env for every node, e.g. "CKV_GRACE_MS=3000 RUST_LOG=debug")
 set -euo pipefail
 
 IMAGE="${IMAGE:-asg4img}"
+NET_GIVEN="${NET:-}"
 NET="${NET:-asg4net}"
 SUBNET="${SUBNET:-10.10.0.0/16}"
 PREFIX="${PREFIX:-10.10}"
@@ -35,7 +41,7 @@ NAMES=(alice bob carol dave erin frank grace heidi ivan judy)
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
 say() { echo "cluster.sh: $*" >&2; }
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # index of a node name in NAMES, or die
 node_index() {
@@ -122,7 +128,9 @@ cmd_up() {
     case "${1:-}" in
         "") ;;
         --replicas3) nodes=(alice bob carol); shards=1 ;;
-        *) die "up: unknown option '$1' (use --replicas3 or nothing)" ;;
+        # Replication-only: no node gets SHARD_COUNT; the cluster is one replicated store.
+        --replicated) nodes=(alice bob carol); shards="" ;;
+        *) die "up: unknown option '$1' (use --replicas3, --replicated or nothing)" ;;
     esac
     docker image inspect "$IMAGE" >/dev/null 2>&1 || die "image $IMAGE not found; build it with deploy/build-image.sh"
     # Refuse to mix topologies: an existing cluster with another node set stays as it is.
@@ -134,7 +142,8 @@ cmd_up() {
     ensure_network
     local view; view="$(view_of "${nodes[@]}")"
     for n in "${nodes[@]}"; do run_node "$n" "$view" "$shards"; done
-    say "up: ${nodes[*]} (SHARD_COUNT=$shards)"
+    if [[ -n "$shards" ]]; then say "up: ${nodes[*]} on $NET (SHARD_COUNT=$shards)"
+    else say "up: ${nodes[*]} on $NET (replication-only: no SHARD_COUNT, one replicated store)"; fi
 }
 
 cmd_down() {
@@ -234,8 +243,21 @@ cmd_status() {
     [[ $any == 1 ]] || echo "(no nodes)"
 }
 
+ours_net() { [[ "$(docker network inspect -f '{{index .Labels "causalkv.cluster"}}' "$1" 2>/dev/null)" == "$1" ]]; }
+
+# Without an explicit NET: `up --replicated` uses the seed's asg3net; every other command uses
+# asg4net, or asg3net when that is the only network cluster.sh created.
+pick_net() {
+    [[ -n "$NET_GIVEN" ]] && return 0
+    if [[ "${1:-}" == up && "${2:-}" == --replicated ]]; then NET=asg3net
+    elif ours_net asg3net && ! ours_net asg4net; then NET=asg3net
+    fi
+    LABEL="causalkv.cluster=$NET"
+}
+
 main() {
     command -v docker >/dev/null || die "docker not found"
+    pick_net "$@"
     local cmd="${1:-}"; [[ $# -gt 0 ]] && shift
     case "$cmd" in
         up) cmd_up "$@" ;;

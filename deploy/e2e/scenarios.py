@@ -732,7 +732,70 @@ def shutil_which(cmd: str) -> str | None:
     return shutil.which(cmd)
 
 
+# ---------------------------------------------------------------------------------------------
+# Compose files: valid for docker-compose, and the replication-only one really has no SHARD_COUNT
+
+
+def compose_cmd() -> list[str] | None:
+    """docker-compose (v1, Debian's), else the `docker compose` plugin, else None."""
+    import shutil
+    for cmd in (["docker-compose"], ["docker", "compose"]):
+        if shutil.which(cmd[0]) is None:
+            continue
+        try:
+            if subprocess.run([*cmd, "version"], capture_output=True, timeout=30,
+                              stdin=subprocess.DEVNULL).returncode == 0:
+                return cmd
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return None
+
+
+def compose_steps(env: Env) -> tuple[None, list[Step]]:
+    """`docker-compose config` of deploy/docker-compose.yml and docker-compose.replicated.yml.
+
+    Starts nothing (the files publish the seed's names alice.. on 8082..; the other scenarios
+    cover what those nodes do)."""
+    from pathlib import Path
+    deploy = Path(__file__).resolve().parents[1]
+
+    def config(file: str, *extra: str) -> str:
+        cmd = compose_cmd()
+        expect(cmd is not None, "neither docker-compose nor `docker compose` found")
+        p = subprocess.run([*cmd, "-f", str(deploy / file), *extra, "config"], capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL, env={**_env(), "IMAGE": env.image})
+        expect(p.returncode == 0, f"{' '.join(cmd)} -f {file} config: {short(p.stderr.strip())}")
+        return p.stdout
+
+    def sharded() -> None:
+        out = config("docker-compose.yml", "--profile", "spare")
+        expect(out.count("SHARD_COUNT") == 6, f"want SHARD_COUNT on the 6 nodes: {short(out)}")
+        for i in range(2, 9):
+            expect(f"ipv4_address: 10.10.0.{i}" in out, f"no node at 10.10.0.{i}")
+        expect("name: asg4net" in out and "subnet: 10.10.0.0/16" in out, "network is not asg4net 10.10.0.0/16")
+
+    def replicated() -> None:
+        out = config("docker-compose.replicated.yml", "--profile", "extra")
+        expect("SHARD_COUNT" not in out, "the replication-only file sets SHARD_COUNT")
+        expect("name: asg3net" in out and "subnet: 10.10.0.0/16" in out, "network is not asg3net 10.10.0.0/16")
+        for i, port in ((2, 8082), (3, 8083), (4, 8084), (5, 8085)):
+            expect(f"ipv4_address: 10.10.0.{i}" in out, f"no node at 10.10.0.{i}")
+            expect(f"SOCKET_ADDRESS: 10.10.0.{i}:8090" in out, f"no SOCKET_ADDRESS 10.10.0.{i}:8090")
+            expect(f":{port}:8090" in out, f"host port {port} not published")
+        expect(out.count("VIEW: 10.10.0.2:8090,10.10.0.3:8090,10.10.0.4:8090\n") == 3,
+               "alice, bob, carol do not all have the seed's VIEW")
+
+    return None, [("docker-compose.yml (6 nodes + spare, SHARD_COUNT=2) is valid", sharded, False),
+                  ("docker-compose.replicated.yml (asg3net, no SHARD_COUNT) is valid", replicated, False)]
+
+
+def _env() -> dict[str, str]:
+    import os
+    return dict(os.environ)
+
+
 SCENARIOS = {
+    "compose": compose_steps,
     "grpc": grpc_steps,
     "replicated": replicated_steps,
     "sharded": sharded_steps,
@@ -741,7 +804,7 @@ SCENARIOS = {
 }
 # Scenarios on another network than the suite's own (one network at a time on 10.10.0.0/16).
 SEED_SCENARIOS = {"asg3", "asg3-named"}
-DEFAULT_SCENARIOS = ["grpc", "replicated", "sharded", "asg3", "asg3-named"]
+DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "asg3", "asg3-named"]
 
 
 def network_of(name: str, env: Env) -> str | None:
@@ -756,6 +819,10 @@ def run_scenario(name: str, env: Env, report: Report, grpcurl: str | None, verbo
         cluster, steps = grpc_steps(env, grpcurl)
     else:
         cluster, steps = SCENARIOS[name](env)
+    if cluster is None:  # nothing to start (compose)
+        print(f"--- scenario {name} ---", flush=True)
+        report.run_steps(name, steps, verbose)
+        return
     t0 = time.monotonic()
     env.create_network(network_of(name, env))
     print(f"--- scenario {name} (network {env.network}) ---", flush=True)
