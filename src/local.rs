@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 pub struct LocalCluster {
     /// Number of nodes.
     pub nodes: usize,
-    /// Number of shards.
-    pub shards: u32,
+    /// Number of shards; `None` starts a replication-only cluster (no `SHARD_COUNT`).
+    pub shards: Option<u32>,
     /// Port every node listens on (each has its own loopback address).
     pub port: u16,
     /// First address is 127.0.0.<first_host>.
@@ -30,13 +30,16 @@ impl LocalCluster {
         self.addresses()
             .iter()
             .map(|addr| {
-                Command::new(exe)
-                    .arg("serve")
+                let mut cmd = Command::new(exe);
+                cmd.arg("serve")
                     .env("SOCKET_ADDRESS", addr)
                     .env("VIEW", &view)
-                    .env("SHARD_COUNT", self.shards.to_string())
-                    .stdin(Stdio::null())
-                    .spawn()
+                    .env_remove("SHARD_COUNT")
+                    .stdin(Stdio::null());
+                if let Some(n) = self.shards {
+                    cmd.env("SHARD_COUNT", n.to_string());
+                }
+                cmd.spawn()
             })
             .collect()
     }
@@ -47,7 +50,7 @@ impl LocalCluster {
         let first = &a[0];
         let second = a.get(1).unwrap_or(first);
         format!(
-            "causalkv: {n} nodes, {s} shard(s): {list}\n\n\
+            "causalkv: {n} nodes, {s}: {list}\n\n\
              Try:\n\
              curl -s -X PUT http://{first}/kvs/x -H 'Content-Type: application/json' -d '{{\"value\": 1, \"causal-metadata\": null}}'\n\
              curl -s -X GET http://{second}/kvs/x -H 'Content-Type: application/json' -d '{{\"causal-metadata\": null}}'\n\
@@ -58,7 +61,10 @@ impl LocalCluster {
              grpcurl -plaintext {first} causalkv.v1.Admin/Status\n\n\
              Ctrl-C stops every node.\n",
             n = self.nodes,
-            s = self.shards,
+            s = match self.shards {
+                Some(n) => format!("{n} shard(s)"),
+                None => "replication-only (every node holds every key)".to_string(),
+            },
             list = a.join(" "),
         )
     }

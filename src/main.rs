@@ -32,9 +32,10 @@ enum Cmd {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Number of shards (each needs at least 2 nodes).
-        #[arg(long, default_value_t = 1)]
-        shards: u32,
+        /// Number of shards (each needs at least 2 nodes). Without it the nodes get no
+        /// SHARD_COUNT: one replicated store, every node holding every key.
+        #[arg(long)]
+        shards: Option<u32>,
         /// Port of every node.
         #[arg(long, default_value_t = 8090)]
         port: u16,
@@ -111,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                 "--nodes must be between 1 and 200"
             );
             anyhow::ensure!(
-                shards >= 1 && (shards == 1 || nodes >= 2 * shards as usize),
+                shards.is_none_or(|s| s >= 1 && (s == 1 || nodes >= 2 * s as usize)),
                 "each shard needs at least 2 nodes"
             );
             let cluster = LocalCluster {

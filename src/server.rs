@@ -105,7 +105,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         });
     let node = Node::new(cfg, peers);
     let app = router(node.clone()).await?;
-    info!(node = %node.me, %listen, incarnation = node.incarnation, "listening (REST + gRPC)");
+    let mode = match node.cfg.shard_count {
+        Some(n) => format!("sharded: SHARD_COUNT={n}"),
+        None => "replication-only: no SHARD_COUNT, every node of the view holds every key \
+                 (a spare instead if its peers were given SHARD_COUNT)"
+            .to_string(),
+    };
+    info!(node = %node.me, %listen, incarnation = node.incarnation, %mode, "listening (REST + gRPC)");
     let starter = node.clone();
     tokio::spawn(async move { starter.start().await });
     let stopper = node.clone();

@@ -71,6 +71,7 @@ async fn admin_status_over_tonic_shows_view_and_clock() {
     assert_eq!(st.view.len(), 2);
     assert_eq!(st.key_count, 1);
     assert_eq!(st.shard_id, Some(0));
+    assert_eq!(st.mode, "sharded");
     assert!(st.clock.iter().any(|e| e.origin == c.addr(0) && e.seq == 1));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(1)))
         .expect("endpoint")

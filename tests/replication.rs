@@ -1,4 +1,6 @@
-//! The replicated (single-shard) store end to end: real nodes on loopback, HTTP only.
+//! The replicated store end to end: real nodes on loopback, HTTP only. The nodes get no
+//! `SHARD_COUNT` (the replication-only deployment, API.md §1); the value flows also run on a
+//! one-shard cluster that was given `SHARD_COUNT=1`, which must behave the same.
 
 mod common;
 
@@ -8,10 +10,21 @@ use common::{Cluster, eventually};
 use serde_json::{Value, json};
 
 const UNSATISFIED: &str = "Causal dependencies not satisfied; try again later";
+/// No `SHARD_COUNT`: one replicated store.
+const REPLICATED: Option<u32> = None;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_flows_with_chained_metadata() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    kv_flows(REPLICATED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_flows_with_chained_metadata_one_shard() {
+    kv_flows(Some(1)).await;
+}
+
+async fn kv_flows(shards: Option<u32>) {
+    let c = Cluster::start(3, shards, &[]).await;
     let (s, b) = c.put(0, "x", json!(1), &Value::Null).await;
     assert_eq!((s, &b["result"]), (201, &json!("created")), "{b}");
     assert_eq!(b["shard-id"], json!(0));
@@ -53,7 +66,7 @@ async fn kv_flows_with_chained_metadata() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_readable_at_every_replica_within_one_second() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    let c = Cluster::start(3, REPLICATED, &[]).await;
     for round in 0..3 {
         let key = format!("k{round}");
         let (s, _) = c.put(round % 3, &key, json!(round), &Value::Null).await;
@@ -72,7 +85,7 @@ async fn a_write_is_readable_at_every_replica_within_one_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_succeeds_while_every_other_replica_is_paused() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    let c = Cluster::start(3, REPLICATED, &[]).await;
     c.pause(1);
     c.pause(2);
     let start = Instant::now();
@@ -105,7 +118,7 @@ async fn put_succeeds_while_every_other_replica_is_paused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn causal_scenario_with_a_paused_replica() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    let c = Cluster::start(3, REPLICATED, &[]).await;
     let (alice, bob) = (0, 1);
     let (s, b) = c.put(alice, "x", json!("old"), &Value::Null).await;
     assert_eq!(s, 201);
@@ -158,7 +171,7 @@ async fn causal_scenario_with_a_paused_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_node_leaves_views_and_returns_with_its_data() {
-    let mut c = Cluster::start(3, Some(1), &[]).await;
+    let mut c = Cluster::start(3, REPLICATED, &[]).await;
     let mut m = Value::Null;
     for i in 0..20 {
         let (s, b) = c.put_r(i % 3, &format!("key{i}"), json!(i), &m).await;
@@ -207,7 +220,7 @@ async fn killed_node_leaves_views_and_returns_with_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_to_one_key_converge() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    let c = Cluster::start(3, REPLICATED, &[]).await;
     let writes = (0..30).map(|n| {
         let c = &c;
         async move {
@@ -237,7 +250,7 @@ async fn concurrent_writes_to_one_key_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_400_and_changes_nothing() {
-    let c = Cluster::start(2, Some(1), &[("CKV_MAX_VALUE_BYTES", "1000")]).await;
+    let c = Cluster::start(2, REPLICATED, &[("CKV_MAX_VALUE_BYTES", "1000")]).await;
     let (s, b) = c.put(0, "k", json!("original"), &Value::Null).await;
     assert_eq!(s, 201);
     let m = b["causal-metadata"].clone();
@@ -309,7 +322,7 @@ async fn bad_input_gets_400_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn view_endpoint() {
-    let c = Cluster::start(3, Some(1), &[]).await;
+    let c = Cluster::start(3, REPLICATED, &[]).await;
     let all = common::sorted(c.addrs());
     assert_eq!(c.view(0).await, all);
     let (s, b) = c

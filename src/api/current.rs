@@ -119,7 +119,7 @@ pub fn shard_error(e: ShardOpError) -> ApiError {
         ShardOpError::NotEnoughNodes | ShardOpError::AlreadyAssigned(..) => {
             ApiError::BadRequest(e.to_string())
         }
-        ShardOpError::NoMap | ShardOpError::Failed(_) => ApiError::Unavailable(e.to_string()),
+        ShardOpError::Failed(_) => ApiError::Unavailable(e.to_string()),
     }
 }
 

@@ -102,12 +102,6 @@ impl Node {
         }
         let (owner, mine, targets) = {
             let st = self.state();
-            if !st.map.is_known() {
-                return OpReply::bare(
-                    Outcome::CannotForward("this node has no shard map yet".into()),
-                    0,
-                );
-            }
             let owner = st.map.shard_for_key(key);
             (
                 owner,

@@ -71,8 +71,9 @@ impl Node {
         self.full_sync().await;
         let _ = self.ready.send_replace(true);
         let st = self.state();
-        info!(node = %self.me, view = ?st.liveness.view(), shard = ?st.my_shard(&self.me),
-              keys = st.replica.store.live_count(), "node ready");
+        let mode = super::shards::Mode::of(&st.map, &self.me);
+        info!(node = %self.me, mode = mode.name(), view = ?st.liveness.view(),
+              shard = ?st.my_shard(&self.me), keys = st.replica.store.live_count(), "node ready");
         drop(st);
         let node = self.clone();
         tokio::spawn(async move { node.heartbeat_loop().await });

@@ -83,12 +83,24 @@ impl State {
             .collect()
     }
 
+    /// Nodes of shard `id`: those the map assigns to it, or, in a replication-only cluster,
+    /// the view (the replica set is the view).
+    pub fn members(&self, id: ShardId) -> Vec<String> {
+        if self.map.is_replicated() {
+            return if id == 0 {
+                self.liveness.view()
+            } else {
+                Vec::new()
+            };
+        }
+        self.map.members(id)
+    }
+
     /// Members of `me`'s shard in the view, other than `me`.
     pub fn shard_peers(&self, me: &str) -> Vec<String> {
         match self.my_shard(me) {
             None => Vec::new(),
             Some(s) => self
-                .map
                 .members(s)
                 .into_iter()
                 .filter(|m| m != me && self.liveness.in_view(m))
@@ -108,7 +120,6 @@ impl State {
             std::hash::Hasher::finish(&h)
         };
         let (mut up, mut down): (Vec<String>, Vec<String>) = self
-            .map
             .members(id)
             .into_iter()
             .filter(|m| m != me)
@@ -172,7 +183,7 @@ impl Node {
         let me: Arc<str> = cfg.socket_address.as_str().into();
         let map = match cfg.shard_count {
             Some(n) => ShardMap::initial(&cfg.view, n),
-            None => ShardMap::default(),
+            None => ShardMap::replicated(),
         };
         let state = State {
             replica: Replica::new(map.generation),

@@ -28,9 +28,6 @@ impl Node {
     pub async fn reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
         let (old, new) = {
             let st = self.state();
-            if !st.map.is_known() {
-                return Err(ShardOpError::NoMap);
-            }
             let new = st.map.resharded(&st.liveness.view(), shard_count)?;
             (st.map.clone(), new)
         };

@@ -23,12 +23,42 @@ pub enum ShardOpError {
     /// The node already serves another shard.
     #[error("Node {0} already belongs to shard {1}")]
     AlreadyAssigned(String, ShardId),
-    /// This node has no shard map yet.
-    #[error("This node has no shard map yet")]
-    NoMap,
     /// The operation could not complete (nothing was changed).
     #[error("{0}")]
     Failed(String),
+}
+
+/// How a node takes part in the cluster, decided by the shard map it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Replication-only: no node was given `SHARD_COUNT`; every node of the view holds every key.
+    Replicated,
+    /// A member of one shard of a sharded store.
+    Sharded,
+    /// In the view of a sharded store, but in no shard (until an add-member assigns it).
+    Spare,
+}
+
+impl Mode {
+    /// The name used in logs and `Admin/Status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Replicated => "replicated",
+            Mode::Sharded => "sharded",
+            Mode::Spare => "spare",
+        }
+    }
+
+    /// The mode a node `me` holding `map` is in.
+    pub fn of(map: &ShardMap, me: &str) -> Self {
+        if map.is_replicated() {
+            Mode::Replicated
+        } else if map.shard_of(me).is_some() {
+            Mode::Sharded
+        } else {
+            Mode::Spare
+        }
+    }
 }
 
 impl From<ShardError> for ShardOpError {
@@ -46,12 +76,13 @@ impl Node {
     /// by a reshard or, if this node missed the reshard, restarts its replica empty and pulls its
     /// new shard's data; joining a shard pulls that shard's data. Returns true if installed.
     pub fn install_map(&self, map: ShardMap) -> bool {
-        let (need_sync, shard, keys) = {
+        let (need_sync, shard, keys, was) = {
             let mut guard = self.state();
             let st = &mut *guard;
             if map.epoch <= st.map.epoch {
                 return false;
             }
+            let was = Mode::of(&st.map, &self.me);
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
             let need_sync = if map.generation > st.replica.generation {
@@ -88,10 +119,17 @@ impl Node {
             }
             st.map = map;
             st.ahead.clear();
-            (need_sync, new_shard, st.replica.store.live_count())
+            (need_sync, new_shard, st.replica.store.live_count(), was)
         };
-        let epoch = self.state().map.epoch;
-        info!(node = %self.me, epoch, shard = ?shard, keys, "installed shard map");
+        let (epoch, mode) = {
+            let st = self.state();
+            (st.map.epoch, Mode::of(&st.map, &self.me))
+        };
+        info!(node = %self.me, epoch, shard = ?shard, keys, mode = mode.name(), "installed shard map");
+        if was == Mode::Replicated {
+            info!(node = %self.me, mode = mode.name(),
+                  "the cluster is sharded now (a reshard, or peers that were given SHARD_COUNT)");
+        }
         self.bump_delivered();
         if need_sync {
             let node = self.clone();
@@ -105,6 +143,11 @@ impl Node {
         self.state().map.ids()
     }
 
+    /// How this node takes part in the cluster now.
+    pub fn mode(&self) -> Mode {
+        Mode::of(&self.state().map, &self.me)
+    }
+
     /// This node's shard (`None` for a spare).
     pub fn node_shard(&self) -> Option<ShardId> {
         self.state().my_shard(&self.me)
@@ -114,8 +157,7 @@ impl Node {
     pub fn shard_members(&self, id: ShardId) -> Option<Vec<String>> {
         let st = self.state();
         st.map.has_shard(id).then(|| {
-            st.map
-                .members(id)
+            st.members(id)
                 .into_iter()
                 .filter(|m| st.liveness.in_view(m))
                 .collect()
@@ -158,9 +200,6 @@ impl Node {
     pub async fn add_member(&self, id: ShardId, addr: &str) -> Result<(), ShardOpError> {
         let (map, others) = {
             let st = self.state();
-            if !st.map.is_known() {
-                return Err(ShardOpError::NoMap);
-            }
             if !st.map.has_shard(id) {
                 return Err(ShardOpError::UnknownShard(id));
             }
@@ -168,7 +207,12 @@ impl Node {
                 return Err(ShardOpError::NotInView(addr.to_string()));
             }
             let others: Vec<String> = st.view_peers(&self.me);
-            (st.map.with_member(id, addr)?, others)
+            let map = st.map.with_member(id, addr)?;
+            if map.epoch == st.map.epoch {
+                // already a member (in a replication-only cluster every node of the view is)
+                return Ok(());
+            }
+            (map, others)
         };
         info!(node = %self.me, shard = id, member = %addr, epoch = map.epoch, "adding member to shard");
         self.install_map(map.clone());

@@ -3,6 +3,18 @@
 //! The key function is part of the on-disk/over-the-wire contract: FNV-1a 64 of the key's UTF-8
 //! bytes, then Lamping & Veach's jump consistent hash onto `0..shard_count`. It never changes
 //! between releases, balances keys, and moves only ~1/N of them when a shard is added. Pure.
+//!
+//! Two kinds of map:
+//! - the **replicated** map (epoch 0): what a node started without `SHARD_COUNT` holds. One
+//!   shard, 0, whose members are the view, whatever it is: every node is a replica of every
+//!   key. It lists no nodes itself.
+//! - a **sharded** map (epoch ≥ 1): computed from `VIEW` and `SHARD_COUNT`, or made by a
+//!   reshard. Nodes absent from its assignment are spares.
+//!
+//! A sharded map always supersedes the replicated one (higher epoch wins), so nodes decide the
+//! mode without a coordinator: a cluster none of whose nodes was given `SHARD_COUNT` stays
+//! replicated; a node without it that hears of a sharded map (at start-up from its peers, or
+//! later from a heartbeat) installs that map and is a spare.
 
 use std::collections::BTreeMap;
 
@@ -39,7 +51,7 @@ pub type ShardId = u32;
 
 /// A versioned assignment of nodes to shards. Higher epoch wins; `generation` changes only when
 /// the shard count changes (a reshard), which is what invalidates causal clocks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardMap {
     /// Version of this map; every change increments it.
     pub epoch: u64,
@@ -65,7 +77,28 @@ pub enum ShardError {
     AlreadyAssigned(String, ShardId),
 }
 
+impl Default for ShardMap {
+    fn default() -> Self {
+        Self::replicated()
+    }
+}
+
 impl ShardMap {
+    /// The replication-only map (epoch 0, generation 0): one shard whose members are the view.
+    pub fn replicated() -> Self {
+        Self {
+            epoch: 0,
+            generation: 0,
+            shard_count: 1,
+            assignment: BTreeMap::new(),
+        }
+    }
+
+    /// True for the replication-only map: every node of the view is a member of shard 0.
+    pub fn is_replicated(&self) -> bool {
+        self.epoch == 0
+    }
+
     /// The start-up map every node computes alone from the same `VIEW` and `SHARD_COUNT`:
     /// nodes sorted by address, dealt round-robin, epoch 1, generation 1.
     pub fn initial(view: &[String], shard_count: u32) -> Self {
@@ -93,11 +126,6 @@ impl ShardMap {
         }
     }
 
-    /// True once a map has been computed or received (a spare starts without one).
-    pub fn is_known(&self) -> bool {
-        self.epoch > 0
-    }
-
     /// All shard ids.
     pub fn ids(&self) -> Vec<ShardId> {
         (0..self.shard_count).collect()
@@ -108,12 +136,17 @@ impl ShardMap {
         id < self.shard_count
     }
 
-    /// The shard of `node`, or `None` for a spare.
+    /// The shard of `node`, or `None` for a spare. In the replicated map every node is in
+    /// shard 0 (whether it is a member is a question of the view).
     pub fn shard_of(&self, node: &str) -> Option<ShardId> {
+        if self.is_replicated() {
+            return Some(0);
+        }
         self.assignment.get(node).copied()
     }
 
-    /// Nodes assigned to shard `id`, sorted.
+    /// Nodes assigned to shard `id`, sorted. Empty for the replicated map, whose members are
+    /// the view (see `cluster::State::members`).
     pub fn members(&self, id: ShardId) -> Vec<String> {
         self.assignment
             .iter()
@@ -127,7 +160,8 @@ impl ShardMap {
         key_shard(key, self.shard_count)
     }
 
-    /// The map with `node` added to shard `id` (idempotent when it is already there).
+    /// The map with `node` added to shard `id` (idempotent when it is already there; in the
+    /// replicated map every node already is).
     pub fn with_member(&self, id: ShardId, node: &str) -> Result<Self, ShardError> {
         if !self.has_shard(id) {
             return Err(ShardError::UnknownShard(id));
@@ -218,6 +252,29 @@ mod tests {
         assert!(m.ids().iter().all(|s| m.members(*s).len() == 3));
         assert_eq!(m.shard_of("10.10.0.2:8090"), Some(0));
         assert_eq!(m.shard_of("10.10.0.9:8090"), None);
+    }
+
+    #[test]
+    fn replicated_map_puts_every_node_in_shard_zero_and_yields_to_any_sharded_map() {
+        let r = ShardMap::default();
+        assert!(r.is_replicated());
+        assert_eq!((r.epoch, r.generation, r.ids()), (0, 0, vec![0]));
+        assert_eq!(r.shard_of("10.10.0.9:8090"), Some(0));
+        assert!((0..200).all(|i| r.shard_for_key(&format!("k{i}")) == 0));
+        assert!(r.members(0).is_empty());
+        assert_eq!(r.with_member(0, "10.10.0.9:8090").unwrap(), r);
+        assert_eq!(r.with_member(1, "x"), Err(ShardError::UnknownShard(1)));
+        let sharded = ShardMap::initial(&nodes(4), 1);
+        assert!(!sharded.is_replicated() && sharded.epoch > r.epoch);
+        assert_eq!(sharded.shard_of("10.10.0.9:8090"), None);
+        // a replicated cluster of 4 resharded into 2: the first sharded map
+        let m = r.resharded(&nodes(4), 2).unwrap();
+        assert_eq!((m.epoch, m.generation, m.shard_count), (1, 1, 2));
+        assert!(m.ids().iter().all(|s| m.members(*s).len() == 2));
+        assert_eq!(
+            r.resharded(&nodes(3), 2),
+            Err(ShardError::NotEnoughNodes(2))
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::convert::{
 use super::pb;
 use crate::cluster::Node;
 use crate::cluster::peers::ChangeKind;
+use crate::cluster::shards::Mode;
 
 /// Writes per snapshot chunk: keeps each message far below the message size limit.
 const SNAPSHOT_CHUNK: usize = 2_048;
@@ -74,7 +75,7 @@ impl pb::membership_server::Membership for Services {
         Ok(Response::new(pb::AnnounceResponse {
             responder: self.0.me.to_string(),
             view,
-            map: map.is_known().then(|| map_to_pb(&map)),
+            map: (!map.is_replicated()).then(|| map_to_pb(&map)),
         }))
     }
 
@@ -194,7 +195,7 @@ impl pb::admin_server::Admin for Services {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let n = &self.0;
-        let (view, peers, clock, pending, keys, map, shard) = {
+        let (view, peers, clock, pending, keys, map, shard, mode) = {
             let st = n.state();
             let peers: Vec<(String, &'static str, u64)> = st
                 .liveness
@@ -209,6 +210,7 @@ impl pb::admin_server::Admin for Services {
                 st.replica.store.live_count() as u64,
                 st.map.clone(),
                 st.my_shard(&n.me),
+                Mode::of(&st.map, &n.me),
             )
         };
         let peers = peers
@@ -231,6 +233,7 @@ impl pb::admin_server::Admin for Services {
             key_count: keys,
             map: Some(map_to_pb(&map)),
             shard_id: shard,
+            mode: mode.name().to_string(),
         }))
     }
 

@@ -35,9 +35,22 @@ impl Cluster {
         format!("{base}.{}:8090", i + 2)
     }
 
-    /// Starts `n` nodes with `SHARD_COUNT=shards` plus extra environment, and waits until each
-    /// answers `GET /view` (bounded).
+    /// Starts `n` nodes with `SHARD_COUNT=shards` (none: a replication-only cluster) plus extra
+    /// environment, and waits until each serves key-value requests (bounded).
     pub async fn start(n: usize, shards: Option<u32>, extra: &[(&str, &str)]) -> Cluster {
+        let mut c = Self::prepare(n, shards, extra);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_up(i, Duration::from_secs(20)).await;
+        }
+        c
+    }
+
+    /// Configures `n` nodes (one `VIEW` naming all of them) without starting any: the test
+    /// starts them with [`Cluster::spawn`] in the order and at the times it chooses.
+    pub fn prepare(n: usize, shards: Option<u32>, extra: &[(&str, &str)]) -> Cluster {
         let block = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
         let base = format!("127.{}.{}", 20 + std::process::id() % 200, block % 250 + 1);
         let view: Vec<String> = (0..n).map(|i| Self::addr_in(&base, i)).collect();
@@ -65,12 +78,6 @@ impl Cluster {
                 env,
                 child: None,
             });
-        }
-        for i in 0..n {
-            c.spawn(i);
-        }
-        for i in 0..n {
-            c.wait_up(i, Duration::from_secs(20)).await;
         }
         c
     }
@@ -100,7 +107,8 @@ impl Cluster {
         i
     }
 
-    fn spawn(&mut self, i: usize) {
+    /// Starts the process of node `i` (configured already) and returns at once.
+    pub fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let child = Command::new(exe())
             .arg("serve")
