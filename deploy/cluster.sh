@@ -95,7 +95,7 @@ ensure_network() {
     local other
     for other in $(docker network ls -q); do
         if docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$other" 2>/dev/null | grep -qw -- "$SUBNET"; then
-            die "network '$(docker network inspect -f '{{.Name}}' "$other")' already uses subnet $SUBNET; remove it or set SUBNET/PREFIX"
+            die "network '$(docker network inspect -f '{{.Name}}' "$other")' already uses subnet $SUBNET; remove it (a cluster.sh cluster: cluster.sh down) or set SUBNET/PREFIX"
         fi
     done
     docker network create --driver bridge --subnet "$SUBNET" --label "$LABEL" "$NET" >/dev/null
@@ -249,7 +249,9 @@ ours_net() { [[ "$(docker network inspect -f '{{index .Labels "causalkv.cluster"
 # asg4net, or asg3net when that is the only network cluster.sh created.
 pick_net() {
     [[ -n "$NET_GIVEN" ]] && return 0
-    if [[ "${1:-}" == up && "${2:-}" == --replicated ]]; then NET=asg3net
+    if [[ "${1:-}" == up ]]; then
+        # A sharded `up` stays on asg4net (and refuses while asg3net holds the subnet).
+        [[ "${2:-}" == --replicated ]] && NET=asg3net
     elif ours_net asg3net && ! ours_net asg4net; then NET=asg3net
     fi
     LABEL="causalkv.cluster=$NET"
