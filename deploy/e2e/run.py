@@ -127,7 +127,8 @@ def main(argv: list[str]) -> int:
     signal.alarm(args.max_seconds)
     interrupted = ""
     try:
-        print(f"e2e: run {env.run_id}, image {args.image}, network {args.network} ({args.subnet}), "
+        nets = args.network + (f" / {args.asg3_network}" if seed else "")
+        print(f"e2e: run {env.run_id}, image {args.image}, network {nets} ({args.subnet}), "
               f"grpcurl {grpcurl or 'not found'}, logs in {log_dir}", flush=True)
         for name in args.scenarios:
             run_scenario(name, env, report, grpcurl, args.verbose)
