@@ -396,3 +396,26 @@ async fn causal_scenario_with_a_partitioned_replica() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_no_peers_is_a_one_node_store() {
+    let mut c = Cluster::prepare(0, None, &[]);
+    let alone = c.spare_addr(0);
+    let lonely = c.spare_addr(1);
+    // VIEW naming only itself, and no VIEW at all
+    let a = c
+        .start_extra(&alone, std::slice::from_ref(&alone), None)
+        .await;
+    let b = c.start_extra(&lonely, &[], None).await;
+    for i in [a, b] {
+        let started = Instant::now();
+        let (s, r) = c.put(i, "k", json!("v"), &Value::Null).await;
+        assert_eq!(s, 201, "{r}");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let (s, r) = c.get(i, "k", &r["causal-metadata"]).await;
+        assert_eq!((s, &r["value"]), (200, &json!("v")));
+        assert_eq!(c.view(i).await, vec![c.addr(i)]);
+        let (_, r) = c.req(i, "GET", "/shard/members/0", None).await;
+        assert_eq!(r, json!({"shard-members": [c.addr(i)]}));
+    }
+}

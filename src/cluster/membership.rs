@@ -19,6 +19,15 @@ const STALL_TICK: Duration = Duration::from_millis(100);
 /// loaded 2-core machine, far below the RPC deadline).
 const STALL_THRESHOLD: Duration = Duration::from_millis(600);
 
+/// How long a node started without `SHARD_COUNT` keeps announcing itself when no peer of its
+/// `VIEW` answers, before it serves alone. Until one answers it cannot tell the first node of a
+/// replication-only cluster (its peers start within a second or two) from a spare cut off from
+/// a sharded cluster, which must not take writes as a store of its own. Client requests wait
+/// for readiness meanwhile (up to 10 s, then 503).
+const PEER_WAIT: Duration = Duration::from_secs(10);
+/// Pause between announce rounds while waiting for a peer.
+const ANNOUNCE_RETRY: Duration = Duration::from_millis(200);
+
 /// What a heartbeat handler answers.
 #[derive(Debug, Default)]
 pub struct HeartbeatAnswer {
@@ -37,6 +46,7 @@ pub struct HeartbeatAnswer {
 impl Node {
     /// Joins the cluster: announce to every node of the start-up view, adopt the newest shard
     /// map, pull this shard's data from a live member, then serve and start background loops.
+    /// A node without `SHARD_COUNT` first waits (bounded) until some peer answers.
     pub async fn start(&self) {
         let targets: Vec<String> = self
             .cfg
@@ -45,13 +55,45 @@ impl Node {
             .filter(|p| **p != *self.me)
             .cloned()
             .collect();
+        let started = Instant::now();
+        while !self.announce(&targets).await
+            && self.state().map.is_replicated()
+            && started.elapsed() < PEER_WAIT
+            && !self.is_shutting_down()
+        {
+            if started.elapsed() < ANNOUNCE_RETRY {
+                info!(node = %self.me, "no peer of VIEW answers yet; waiting for one before serving");
+            }
+            tokio::time::sleep(ANNOUNCE_RETRY).await;
+        }
+        if !targets.is_empty() && started.elapsed() >= PEER_WAIT {
+            warn!(node = %self.me, waited_s = PEER_WAIT.as_secs(), "no peer of VIEW answered; serving alone");
+        }
+        self.full_sync().await;
+        let _ = self.ready.send_replace(true);
+        let st = self.state();
+        let mode = super::shards::Mode::of(&st.map, &self.me);
+        info!(node = %self.me, mode = mode.name(), view = ?st.liveness.view(),
+              shard = ?st.my_shard(&self.me), keys = st.replica.store.live_count(), "node ready");
+        drop(st);
+        let node = self.clone();
+        tokio::spawn(async move { node.heartbeat_loop().await });
+        let node = self.clone();
+        tokio::spawn(async move { node.stall_watchdog().await });
+    }
+
+    /// Announces this node to `targets`, adds every node their views name, and installs the
+    /// newest shard map among the replies. True when some target answered (or there is none).
+    async fn announce(&self, targets: &[String]) -> bool {
         let calls = targets
             .iter()
             .map(|p| self.peers.announce(p, self.incarnation));
         let replies = join_all(calls).await;
         let mut best: Option<ShardMap> = None;
+        let mut answered = targets.is_empty();
         for (peer, reply) in targets.iter().zip(replies) {
             let Ok(reply) = reply else { continue };
+            answered = true;
             {
                 let mut st = self.state();
                 st.liveness.add(peer);
@@ -68,17 +110,7 @@ impl Node {
         if let Some(map) = best {
             self.install_map(map);
         }
-        self.full_sync().await;
-        let _ = self.ready.send_replace(true);
-        let st = self.state();
-        let mode = super::shards::Mode::of(&st.map, &self.me);
-        info!(node = %self.me, mode = mode.name(), view = ?st.liveness.view(),
-              shard = ?st.my_shard(&self.me), keys = st.replica.store.live_count(), "node ready");
-        drop(st);
-        let node = self.clone();
-        tokio::spawn(async move { node.heartbeat_loop().await });
-        let node = self.clone();
-        tokio::spawn(async move { node.stall_watchdog().await });
+        answered
     }
 
     /// Notices when this process itself did not run for a while (SIGSTOP, a paused VM): the
