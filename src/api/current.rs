@@ -60,19 +60,17 @@ async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> ApiResult {
     let reply = node.execute(&key, op, meta, Duration::ZERO).await;
     let token = reply.metadata.as_ref().map(|m| m.encode());
     let shard = reply.shard;
+    let written = |status, result: &str| {
+        ok(
+            status,
+            json!({"result": result, "causal-metadata": token, "shard-id": shard}),
+        )
+        .map(|r| super::mark_written(r, reply.written.as_ref()))
+    };
     match reply.outcome {
-        Outcome::Created => ok(
-            StatusCode::CREATED,
-            json!({"result": "created", "causal-metadata": token, "shard-id": shard}),
-        ),
-        Outcome::Replaced => ok(
-            StatusCode::OK,
-            json!({"result": "replaced", "causal-metadata": token, "shard-id": shard}),
-        ),
-        Outcome::Deleted => ok(
-            StatusCode::OK,
-            json!({"result": "deleted", "causal-metadata": token, "shard-id": shard}),
-        ),
+        Outcome::Created => written(StatusCode::CREATED, "created"),
+        Outcome::Replaced => written(StatusCode::OK, "replaced"),
+        Outcome::Deleted => written(StatusCode::OK, "deleted"),
         Outcome::Found => {
             let value = reply
                 .value

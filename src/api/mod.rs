@@ -8,9 +8,24 @@ pub mod kv_input;
 pub mod legacy;
 
 use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::Response;
 use axum::routing::{get, put};
 
 use crate::cluster::Node;
+use crate::domain::write_id::WriteId;
+
+/// Response header naming the write a PUT or DELETE made (`origin/generation/seq`): which node
+/// accepted it first. Not part of the course API; tools (the nemesis) and operators read it.
+pub const WRITTEN_HEADER: &str = "x-causalkv-write";
+
+/// Adds [`WRITTEN_HEADER`] to a successful write's response.
+pub fn mark_written(mut resp: Response, written: Option<&WriteId>) -> Response {
+    if let Some(v) = written.and_then(|w| HeaderValue::from_str(&w.to_string()).ok()) {
+        resp.headers_mut().insert(WRITTEN_HEADER, v);
+    }
+    resp
+}
 
 const LEGACY_SHARD_IDS: &str = "/key-value-store-shard/shard-ids";
 const LEGACY_NODE_SHARD: &str = "/key-value-store-shard/node-shard-id";

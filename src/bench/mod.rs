@@ -147,6 +147,7 @@ impl Session {
                 },
                 invoke_ns: ns(self.t0, sent),
                 complete_ns: Some(ns(self.t0, done)),
+                written: None,
                 outcome,
                 status,
             });

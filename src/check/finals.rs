@@ -64,6 +64,9 @@ pub(crate) fn check_lost_writes(
             continue;
         };
         if is_lost(h, p, values) {
+            if let Some(v) = &op.value {
+                findings.lost_value(v.clone());
+            }
             findings.add(AnomalyKind::LostWrite, || {
                 let shown: Vec<&str> = values.iter().map(show).collect();
                 format!(

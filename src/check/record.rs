@@ -106,6 +106,10 @@ pub struct OpRecord {
     /// HTTP status, when there was a response.
     #[serde(default)]
     pub status: Option<u16>,
+    /// The write a successful put or delete made, as the server named it
+    /// (`origin/generation/seq`, the `x-causalkv-write` header); informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
 }
 
 /// Value of a key read directly from one node after convergence (`"type":"final"`).

@@ -89,6 +89,7 @@ impl fmt::Display for AnomalyKind {
 pub(crate) struct Findings {
     counts: [usize; AnomalyKind::ALL.len()],
     examples: Vec<String>,
+    lost_values: Vec<String>,
 }
 
 impl Findings {
@@ -99,6 +100,12 @@ impl Findings {
         if *slot <= MAX_EXAMPLES_PER_KIND && self.examples.len() < MAX_EXAMPLES {
             self.examples.push(format!("{kind}: {}", describe()));
         }
+    }
+
+    /// Records the value (canonical JSON) of an acknowledged put that was lost, besides the
+    /// anomaly itself: a tool can then look the put up in its own records.
+    pub(crate) fn lost_value(&mut self, value: String) {
+        self.lost_values.push(value);
     }
 
     /// Number of anomalies of `kind` recorded so far.
@@ -120,6 +127,7 @@ impl Findings {
             divergent_keys: self.count(AnomalyKind::Divergence),
             anomalies,
             examples: self.examples,
+            lost_values: self.lost_values,
         }
     }
 }
@@ -141,6 +149,8 @@ pub struct Report {
     pub lost_writes: usize,
     /// Number of (shard, key) pairs whose final values differ across nodes.
     pub divergent_keys: usize,
+    /// The value (canonical JSON) of every lost put, in history order.
+    pub lost_values: Vec<String>,
 }
 
 impl Report {

@@ -11,6 +11,7 @@ use super::{Node, scope};
 use crate::domain::metadata::CausalMetadata;
 use crate::domain::shard::ShardId;
 use crate::domain::store::Applied;
+use crate::domain::write_id::WriteId;
 
 /// How long a client write waits for a reshard in progress to finish before giving up; a
 /// reshard of 100k keys takes a few seconds on a small machine.
@@ -71,6 +72,8 @@ pub struct OpReply {
     pub metadata: Option<CausalMetadata>,
     /// The shard that owns the key.
     pub shard: ShardId,
+    /// The write this operation made (PUT, DELETE hit).
+    pub written: Option<WriteId>,
 }
 
 impl OpReply {
@@ -80,6 +83,7 @@ impl OpReply {
             value: None,
             metadata: None,
             shard,
+            written: None,
         }
     }
 }
@@ -214,6 +218,7 @@ impl Node {
                     value: e.value.clone(),
                     metadata: Some(st.replica.metadata_after(meta, Some(&e.version))),
                     shard,
+                    written: None,
                 },
                 None => OpReply::bare(Outcome::NotFound, shard),
             },
@@ -238,6 +243,7 @@ impl Node {
                         .metadata_after_write(meta, &write.version, scope(&st.map, &self.me));
                 let targets = st.shard_peers(&self.me);
                 drop(guard);
+                let written = Some(WriteId::from(&write.version));
                 self.enqueue(write, &targets);
                 self.bump_delivered();
                 return Attempt::Done(OpReply {
@@ -245,6 +251,7 @@ impl Node {
                     value: None,
                     metadata: Some(metadata),
                     shard,
+                    written,
                 });
             }
         };

@@ -9,3 +9,4 @@ pub mod packed;
 pub mod replica;
 pub mod shard;
 pub mod store;
+pub mod write_id;

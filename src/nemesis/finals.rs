@@ -32,7 +32,7 @@ async fn read_node(http: &reqwest::Client, addr: &str) -> Option<Vec<FinalRecord
         let key = format!("k{k}");
         let path = format!("/kvs/{key}");
         let reply = call(http, addr, Method::GET, &path, Some(&body), READ_TIMEOUT).await;
-        let Reply::Answer { status, body } = reply else {
+        let Reply::Answer { status, body, .. } = reply else {
             return None;
         };
         let value = match status {

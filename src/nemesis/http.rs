@@ -14,6 +14,8 @@ pub enum Reply {
         status: u16,
         /// JSON body (a JSON string holding the text when it was not JSON).
         body: Value,
+        /// The write the request made, when the server named it (`x-causalkv-write`).
+        written: Option<String>,
     },
     /// The connection could not be made: the request certainly had no effect.
     NotSent(String),
@@ -26,6 +28,14 @@ impl Reply {
     pub fn status(&self) -> Option<u16> {
         match self {
             Reply::Answer { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The write the request made, when the server named it.
+    pub fn written(&self) -> Option<&str> {
+        match self {
+            Reply::Answer { written, .. } => written.as_deref(),
             _ => None,
         }
     }
@@ -68,10 +78,16 @@ pub async fn call(
         Err(e) => return Reply::Unknown(e.to_string()),
     };
     let status = resp.status().as_u16();
+    let written = resp
+        .headers()
+        .get(crate::api::WRITTEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match resp.text().await {
         Ok(text) => Reply::Answer {
             status,
             body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            written,
         },
         Err(e) => Reply::Unknown(e.to_string()),
     }
@@ -85,7 +101,9 @@ pub async fn get_json(
     timeout: Duration,
 ) -> Option<Value> {
     match call(http, addr, reqwest::Method::GET, path, None, timeout).await {
-        Reply::Answer { status: 200, body } => Some(body),
+        Reply::Answer {
+            status: 200, body, ..
+        } => Some(body),
         _ => None,
     }
 }

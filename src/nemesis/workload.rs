@@ -140,6 +140,9 @@ async fn attempt(
         complete_ns: Some(complete_ns),
         outcome,
         status: reply.status(),
+        written: (outcome == Outcome::Ok && kind != OpKind::Get)
+            .then(|| reply.written().map(str::to_string))
+            .flatten(),
     }
 }
 
@@ -151,7 +154,7 @@ fn classify(kind: OpKind, reply: &Reply) -> (Outcome, Value) {
     match reply {
         Reply::NotSent(_) => (Outcome::Fail, Value::Null),
         Reply::Unknown(_) => (Outcome::Unknown, Value::Null),
-        Reply::Answer { status, body } => match (kind, *status) {
+        Reply::Answer { status, body, .. } => match (kind, *status) {
             (OpKind::Get, 200) => (Outcome::Ok, body.get("value").cloned().unwrap_or_default()),
             (OpKind::Get, 404) => (Outcome::Ok, Value::Null),
             (OpKind::Put, 200 | 201) | (OpKind::Delete, 200) => (Outcome::Ok, Value::Null),
@@ -170,7 +173,11 @@ mod tests {
     use super::*;
 
     fn answer(status: u16, body: Value) -> Reply {
-        Reply::Answer { status, body }
+        Reply::Answer {
+            status,
+            body,
+            written: None,
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::domain::clock::VectorClock;
 use crate::domain::metadata::CausalMetadata;
 use crate::domain::shard::ShardMap;
 use crate::domain::store::{Version, Write};
+use crate::domain::write_id::WriteIdError;
 
 /// Clock → wire entries.
 pub fn clock_to_pb(c: &VectorClock) -> Vec<pb::ClockEntry> {
@@ -154,6 +155,7 @@ pub fn reply_to_pb(r: OpReply) -> pb::ForwardResponse {
         metadata: r.metadata.map(|m| m.encode()).unwrap_or_default(),
         shard_id: r.shard,
         detail,
+        written: r.written.map(|w| w.to_string()).unwrap_or_default(),
     }
 }
 
@@ -175,11 +177,21 @@ pub fn reply_from_pb(r: pb::ForwardResponse) -> Result<OpReply, Status> {
     } else {
         Some(metadata_from_token(&r.metadata)?)
     };
+    let written = if r.written.is_empty() {
+        None
+    } else {
+        Some(
+            r.written
+                .parse()
+                .map_err(|e: WriteIdError| Status::invalid_argument(e.to_string()))?,
+        )
+    };
     Ok(OpReply {
         value: (outcome == Outcome::Found).then(|| Arc::from(r.value)),
         outcome,
         metadata,
         shard: r.shard_id,
+        written,
     })
 }
 

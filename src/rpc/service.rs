@@ -195,12 +195,15 @@ impl pb::admin_server::Admin for Services {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let n = &self.0;
-        let (view, peers, clock, pending, keys, map, shard, mode) = {
+        let (view, peers, clock, pending, keys, map, shard, mode, generation) = {
             let st = n.state();
-            let peers: Vec<(String, &'static str, u64)> = st
+            let peers: Vec<(String, &'static str, u64, u64)> = st
                 .liveness
                 .peers()
-                .map(|(a, p)| (a.to_string(), p.state.name(), p.incarnation))
+                .map(|(a, p)| {
+                    let mine = st.ahead.get(a).map_or(0, |c| c.get(&n.me));
+                    (a.to_string(), p.state.name(), p.incarnation, mine)
+                })
                 .collect();
             (
                 st.liveness.view(),
@@ -211,15 +214,17 @@ impl pb::admin_server::Admin for Services {
                 st.map.clone(),
                 st.my_shard(&n.me),
                 Mode::of(&st.map, &n.me),
+                st.replica.generation,
             )
         };
         let peers = peers
             .into_iter()
-            .map(|(address, state, incarnation)| pb::PeerStatus {
+            .map(|(address, state, incarnation, mine)| pb::PeerStatus {
                 queue_depth: n.queue_depth(&address) as u64,
                 address,
                 state: state.to_string(),
                 incarnation,
+                delivered_of_mine: mine,
             })
             .collect();
         Ok(Response::new(pb::StatusResponse {
@@ -234,6 +239,7 @@ impl pb::admin_server::Admin for Services {
             map: Some(map_to_pb(&map)),
             shard_id: shard,
             mode: mode.name().to_string(),
+            generation,
         }))
     }
 

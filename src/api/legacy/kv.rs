@@ -44,6 +44,7 @@ async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> LegacyResult
             status,
             json!({"message": message, "causal-metadata": token, "shard-id": shard}),
         )
+        .map(|r| crate::api::mark_written(r, reply_.written.as_ref()))
     };
     match reply_.outcome {
         Outcome::Created => written(StatusCode::CREATED, "Added successfully"),
