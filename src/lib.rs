@@ -16,3 +16,4 @@ pub mod nemesis;
 pub mod ops;
 pub mod rpc;
 pub mod server;
+pub mod status_cli;

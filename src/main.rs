@@ -1,7 +1,8 @@
 //! The `causalkv` binary: `serve` (the default) runs a node from environment variables;
 //! `local` runs a loopback cluster of child processes; `check` checks a recorded history;
 //! `bench` generates load and measures it; `ceiling` runs the benchmark's ceiling server;
-//! `nemesis` runs a seeded fault-injection test against a loopback cluster.
+//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `status` prints
+//! what every node of a cluster reports about itself.
 
 use std::path::PathBuf;
 
@@ -51,6 +52,15 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9200")]
         listen: std::net::SocketAddr,
+    },
+    /// Ask a node (Admin/Status over gRPC) about every node in its view and print a table.
+    Status {
+        /// The node to ask first (IP:PORT).
+        #[arg(long)]
+        node: String,
+        /// Print JSON (one array of rows) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare); exit 1 unless clean.
     Nemesis {
@@ -141,6 +151,15 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!("{summary}");
+            }
+        }
+        Cmd::Status { node, json } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let rows = rt.block_on(causalkv::status_cli::collect(&node))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", causalkv::status_cli::table(&rows));
             }
         }
         Cmd::Ceiling { listen } => {
