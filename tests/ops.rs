@@ -1,6 +1,7 @@
 //! Operations endpoints against live loopback clusters: /metrics parsed by the reference
 //! Python parser (prometheus_client, installed into target/tools-venv by scripts/test.sh),
-//! /readyz across a restart, `causalkv status`, and the dashboard rendered by headless Chromium.
+//! /readyz across a restart, /openapi.json checked by openapi-spec-validator, `causalkv status`,
+//! and the dashboard rendered by headless Chromium.
 
 mod common;
 
@@ -231,7 +232,9 @@ async fn readyz_is_503_until_a_restarted_node_has_pulled_its_shard() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(answers >= 5, "only {answers} answers from /readyz in 4 s");
-    eprintln!("readyz: {answers} answers of 503 while the shard's other members were paused; last {last}");
+    eprintln!(
+        "readyz: {answers} answers of 503 while the shard's other members were paused; last {last}"
+    );
     c.resume(0);
     c.resume(1);
     eventually(
@@ -251,6 +254,39 @@ async fn readyz_is_503_until_a_restarted_node_has_pulled_its_shard() {
 async fn keys_at(c: &Cluster, i: usize) -> Option<u64> {
     let (_, b) = c.req(i, "GET", "/dashboard/data", None).await;
     b["node"]["keys"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_document_validates() {
+    let c = Cluster::start(2, Some(1), &[]).await;
+    let r = c
+        .http
+        .get(c.url(0, "/openapi.json"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: Value = r.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    for p in [
+        "/kvs/{key}",
+        "/key-value-store/{key}",
+        "/metrics",
+        "/readyz",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+    }
+    let file = repo().join(format!("target/openapi-{}.json", std::process::id()));
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let validator = python().with_file_name("openapi-spec-validator");
+    let out = Command::new(&validator)
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator of target/tools-venv (scripts/test.sh installs it)");
+    let _ = std::fs::remove_file(&file);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("OK"), "{text}");
 }
 
 fn run_status(args: &[&str]) -> String {

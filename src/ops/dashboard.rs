@@ -38,11 +38,29 @@ pub struct DashboardData {
 }
 
 /// `GET /dashboard`
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    operation_id = "dashboard_page",
+    tag = "operations",
+    responses(
+        (status = 200, description = "the dashboard page", body = String, content_type = "text/html", example = "<!doctype html>..."),
+    )
+)]
 pub async fn page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 /// `GET /dashboard/data`
+#[utoipa::path(
+    get,
+    path = "/dashboard/data",
+    operation_id = "dashboard_data",
+    tag = "operations",
+    responses(
+        (status = 200, description = "what the dashboard polls", body = serde_json::Value, example = json!({"node": {"address": "10.10.0.2:8090"}, "shard_keys": [{"id": 0, "keys": 140}], "last_second": {"requests": 250, "p99_ms": 1.2}})),
+    )
+)]
 pub async fn data(State(ops): State<Ops>) -> Json<DashboardData> {
     let node = ops.node.status();
     let counts = node.shards.iter().map(|s| {
