@@ -14,6 +14,7 @@ pub mod domain;
 pub mod local;
 pub mod nemesis;
 pub mod ops;
+pub mod progress;
 pub mod rpc;
 pub mod server;
 pub mod status_cli;

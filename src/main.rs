@@ -5,6 +5,7 @@
 //! what every node of a cluster reports about itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -146,7 +147,11 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(opts) => {
             let rt = tokio::runtime::Runtime::new()?;
-            let summary = rt.block_on(causalkv::bench::run(&opts))?;
+            let planned = Duration::from_secs_f64((opts.warmup + opts.seconds).max(0.0));
+            let summary = rt.block_on(async {
+                let _bar = causalkv::progress::timed("bench", planned);
+                causalkv::bench::run(&opts).await
+            })?;
             if opts.json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
@@ -188,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             // Ctrl-C drops the run, whose guards kill every node and remove iptables rules.
             let summary = rt.block_on(async {
+                let _bar = causalkv::progress::timed("nemesis", Duration::from_secs(seconds));
                 tokio::select! {
                     r = causalkv::nemesis::run(&opts) => r.map_err(anyhow::Error::from),
                     _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
