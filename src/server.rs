@@ -13,6 +13,8 @@ use tracing::info;
 use crate::api;
 use crate::cluster::Node;
 use crate::config::Config;
+use crate::ops;
+use crate::ops::metrics::Metrics;
 use crate::rpc::client::{GrpcPeers, MAX_MESSAGE_BYTES};
 use crate::rpc::pb;
 use crate::rpc::service::Services;
@@ -84,7 +86,16 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
     .add_service(reflection_v1alpha)
     .prepare()
     .into_axum_router();
-    Ok(grpc.merge(api::router(node)).fallback(|| async {
+    let metrics = Metrics::new(node.clone());
+    let app = grpc
+        .merge(api::router(node.clone()))
+        .merge(ops::router(node, metrics.clone()))
+        // counts and times every routed request (REST by route template, gRPC by method)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            ops::metrics::track,
+        ));
+    Ok(app.fallback(|| async {
         (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "No such endpoint"})),

@@ -6,6 +6,7 @@ pub mod current;
 pub mod error;
 pub mod kv_input;
 pub mod legacy;
+pub mod schema;
 
 use axum::Router;
 use axum::http::HeaderValue;

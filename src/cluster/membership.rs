@@ -201,6 +201,12 @@ impl Node {
                     .ahead
                     .get(peer)
                     .is_some_and(|before| !before.le_within(&st.replica.clock, &in_scope));
+            if usable && st.ahead.contains_key(peer) && !lagging {
+                // Two heartbeats show we hold what this shard peer had: caught up.
+                self.stats
+                    .synced
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if usable {
                 st.ahead.insert(peer.to_string(), reply.clock);
             } else {

@@ -11,6 +11,7 @@ pub mod peers;
 pub mod replication;
 pub mod reshard;
 pub mod shards;
+pub mod status;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -156,6 +157,8 @@ pub struct Inner {
     syncing: AtomicBool,
     /// Set on shutdown: background loops stop.
     pub shutdown: watch::Sender<bool>,
+    /// Counters of replication, sync and reshard work (for operators).
+    pub stats: status::Counters,
 }
 
 /// A handle to the node; cheap to clone.
@@ -205,6 +208,7 @@ impl Node {
             queues: Mutex::new(Default::default()),
             syncing: AtomicBool::new(false),
             shutdown: watch::channel(false).0,
+            stats: status::Counters::default(),
         }))
     }
 

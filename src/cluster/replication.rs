@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use super::status::Counters;
 use super::{Node, now_ms, scope};
 use crate::domain::store::Write;
 
@@ -19,6 +20,15 @@ const MAX_BATCH: usize = 512;
 const RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(150)];
 /// Bound on a queue; past it the oldest writes are dropped (anti-entropy repairs the gap).
 const MAX_QUEUE: usize = 500_000;
+
+/// Writes and value bytes (JSON text) in `batch`.
+pub fn batch_size(batch: &[Write]) -> (u64, u64) {
+    let bytes = batch
+        .iter()
+        .map(|w| w.value.as_ref().map_or(0, |v| v.len() as u64))
+        .sum();
+    (batch.len() as u64, bytes)
+}
 
 /// The outbound queue to one peer.
 #[derive(Default)]
@@ -103,7 +113,13 @@ impl Node {
                 }
             }
             let started = std::time::Instant::now();
-            if !self.send_with_retry(&peer, batch.clone()).await {
+            let (writes, bytes) = batch_size(&batch);
+            if self.send_with_retry(&peer, batch.clone()).await {
+                Counters::add(&self.stats.batches_sent, 1);
+                Counters::add(&self.stats.writes_sent, writes);
+                Counters::add(&self.stats.bytes_sent, bytes);
+            } else {
+                Counters::add(&self.stats.batches_failed, 1);
                 self.peer_failed(&peer, "replication failed", started);
                 let still_up = self.state().liveness.in_view(&peer);
                 let mut queue = q.lock();

@@ -52,6 +52,7 @@ impl Node {
             }
         }
         join_all(nodes.iter().map(|n| self.call_commit(n, &new))).await;
+        self.stats.reshard_done(keys, started.elapsed());
         info!(node = %self.me, keys_sent = keys, ms = started.elapsed().as_millis() as u64, "reshard committed");
         Ok(())
     }
@@ -62,6 +63,7 @@ impl Node {
         map: &ShardMap,
         e: String,
     ) -> Result<(), ShardOpError> {
+        super::status::Counters::add(&self.stats.reshards_failed, 1);
         warn!(node = %self.me, error = %e, "reshard aborted");
         join_all(nodes.iter().map(|n| async move {
             if *n == *self.me {

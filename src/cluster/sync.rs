@@ -6,6 +6,8 @@ use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
+use super::replication::batch_size;
+use super::status::Counters;
 use super::{Node, scope};
 use crate::domain::clock::VectorClock;
 use crate::domain::store::Write;
@@ -24,6 +26,7 @@ impl Node {
     /// Pulls a delta (or, with `full`, everything the peer stores: needed after a reshard,
     /// whose carried-over keys belong to the previous generation) and merges it.
     async fn pull(&self, peer: &str, full: bool) -> bool {
+        let started = std::time::Instant::now();
         let (generation, known) = {
             let st = self.state();
             (st.replica.generation, st.replica.clock.clone())
@@ -35,6 +38,7 @@ impl Node {
         {
             Ok(s) => s,
             Err(e) => {
+                Counters::add(&self.stats.syncs_failed, 1);
                 warn!(node = %self.me, %peer, error = %e, "state pull failed");
                 return false;
             }
@@ -46,6 +50,8 @@ impl Node {
                 return false;
             }
             let in_scope = scope(&st.map, &self.me);
+            let (writes, bytes) = batch_size(&snap.writes);
+            self.stats.sync_done(writes, bytes, started.elapsed());
             let changed = st.replica.absorb(snap.writes, &snap.clock, &in_scope);
             if full {
                 st.replica.complete = true;

@@ -189,6 +189,11 @@ impl Cluster {
         }
     }
 
+    /// Starts node `i` again with its original environment, without waiting for it to serve.
+    pub fn respawn(&mut self, i: usize) {
+        self.spawn(i);
+    }
+
     /// Starts node `i` again with its original environment (full VIEW).
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i);

@@ -87,16 +87,58 @@ async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> LegacyResult
 }
 
 /// `PUT /key-value-store/<key>`
+#[utoipa::path(
+    put,
+    path = "/key-value-store/{key}",
+    operation_id = "legacy_kv_put_kv",
+    tag = "legacy",
+    params(("key" = String, Path, description = "the key (at most 50 characters)")),
+    request_body(content = crate::api::schema::KvPutRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "added", body = crate::api::schema::LegacyReply, example = json!({"message": "Added successfully", "causal-metadata": "ckv1-…", "shard-id": 0})),
+        (status = 200, description = "updated", body = crate::api::schema::LegacyReply, example = json!({"message": "Updated successfully", "causal-metadata": "ckv1-…", "shard-id": 0})),
+        (status = 400, description = "no value, key too long, bad metadata or body", body = crate::api::schema::LegacyReply, example = json!({"error": "Value is missing", "message": "Error in PUT"})),
+        (status = 503, description = "dependencies still missing after the bounded wait", body = crate::api::schema::LegacyReply, example = json!({"error": "Causal dependencies not satisfied; try again later", "message": "Error in PUT"})),
+    )
+)]
 pub async fn put_kv(State(node): State<Node>, Path(key): Path<String>, raw: Bytes) -> LegacyResult {
     kv(node, key, Method::Put, raw).await
 }
 
 /// `GET /key-value-store/<key>`
+#[utoipa::path(
+    get,
+    path = "/key-value-store/{key}",
+    operation_id = "legacy_kv_get_kv",
+    tag = "legacy",
+    params(("key" = String, Path, description = "the key (at most 50 characters)")),
+    request_body(content = crate::api::schema::MetadataRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "found", body = crate::api::schema::LegacyReply, example = json!({"message": "Retrieved successfully", "causal-metadata": "ckv1-…", "value": 1, "doesExist": true, "shard-id": 0})),
+        (status = 404, description = "no such key", body = crate::api::schema::LegacyReply, example = json!({"doesExist": false, "error": "Key does not exist", "message": "Error in GET"})),
+        (status = 400, description = "key too long, bad metadata or body", body = crate::api::schema::LegacyReply, example = json!({"error": "Key is too long", "message": "Error in GET"})),
+        (status = 503, description = "dependencies still missing after the bounded wait", body = crate::api::schema::LegacyReply, example = json!({"error": "Causal dependencies not satisfied; try again later", "message": "Error in GET"})),
+    )
+)]
 pub async fn get_kv(State(node): State<Node>, Path(key): Path<String>, raw: Bytes) -> LegacyResult {
     kv(node, key, Method::Get, raw).await
 }
 
 /// `DELETE /key-value-store/<key>`
+#[utoipa::path(
+    delete,
+    path = "/key-value-store/{key}",
+    operation_id = "legacy_kv_delete_kv",
+    tag = "legacy",
+    params(("key" = String, Path, description = "the key (at most 50 characters)")),
+    request_body(content = crate::api::schema::MetadataRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "deleted", body = crate::api::schema::LegacyReply, example = json!({"message": "Deleted successfully", "causal-metadata": "ckv1-…", "shard-id": 0})),
+        (status = 404, description = "no such key", body = crate::api::schema::LegacyReply, example = json!({"doesExist": false, "error": "Key does not exist", "message": "Error in DELETE"})),
+        (status = 400, description = "key too long, bad metadata or body", body = crate::api::schema::LegacyReply, example = json!({"error": "Key is too long", "message": "Error in DELETE"})),
+        (status = 503, description = "dependencies still missing after the bounded wait", body = crate::api::schema::LegacyReply, example = json!({"error": "Causal dependencies not satisfied; try again later", "message": "Error in DELETE"})),
+    )
+)]
 pub async fn delete_kv(
     State(node): State<Node>,
     Path(key): Path<String>,
