@@ -10,6 +10,8 @@ pub mod membership;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
+#[cfg(test)]
+pub mod scripted;
 pub mod shards;
 pub mod status;
 pub mod sync;

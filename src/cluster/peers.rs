@@ -16,6 +16,18 @@ pub enum PeerError {
     /// The peer answered with an error.
     #[error("peer refused: {0}")]
     Refused(String),
+    /// No connection could be made (refused): the call certainly had no effect there.
+    #[error("peer not reached: {0}")]
+    NotSent(String),
+}
+
+impl PeerError {
+    /// True when the call may have taken effect at the peer although it failed here (a
+    /// deadline, a reset connection, an unknown error): only a refused connection, or an
+    /// answer, tells that it did not.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, PeerError::Unreachable(_))
+    }
 }
 
 /// Result of a peer call.

@@ -41,7 +41,24 @@ pub struct GrpcPeers {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
+/// True when an error's cause chain holds a refused TCP connection (nothing was sent).
+fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 fn status_to_error(s: tonic::Status) -> PeerError {
+    if s.code() == tonic::Code::Unavailable && connection_refused(&s) {
+        return PeerError::NotSent(s.message().to_string());
+    }
     match s.code() {
         tonic::Code::Unavailable
         | tonic::Code::DeadlineExceeded
@@ -373,7 +390,42 @@ fn loopback_ip(me: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::loopback_ip;
+    use super::*;
+
+    fn put() -> ForwardOp {
+        ForwardOp {
+            op: crate::cluster::kv::KvOp::Put("1".into()),
+            key: "k".into(),
+            metadata: String::new(),
+            wait_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent_and_a_silent_peer_is_of_unknown_outcome() {
+        // a port nobody listens on: refused, the write certainly did not happen there
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let refused = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let peers = GrpcPeers::new("127.0.0.1:1", Duration::from_millis(300));
+        let e = peers.forward(&refused, put()).await.expect_err("refused");
+        assert!(matches!(e, PeerError::NotSent(_)), "{e:?}");
+        assert!(!e.outcome_unknown());
+        // a listener that accepts and never answers: the write may have happened
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let e = peers.forward(&addr, put()).await.expect_err("silent");
+        assert!(e.outcome_unknown(), "{e:?}");
+        hold.abort();
+    }
 
     #[test]
     fn binds_only_loopback_addresses() {
