@@ -305,8 +305,10 @@ impl Node {
     }
 
     /// Applies a view change reported by another node.
-    /// `incarnation` is `node`'s as the sender knew it (a report about an older process than
-    /// the one we heard from is ignored).
+    /// `incarnation` is `node`'s as the sender knew it. A report that `node` is down is a hint,
+    /// not evidence: the reporter may be the one that was cut off (its reports of everyone
+    /// arrive when the partition heals), so we probe `node` ourselves and suspect it only if
+    /// that fails. A report about an older process than the one we heard from is ignored.
     pub fn on_view_change(&self, sender: &str, kind: ChangeKind, node: &str, incarnation: u64) {
         if node == &*self.me {
             return;
@@ -314,7 +316,15 @@ impl Node {
         let t = {
             let mut st = self.state();
             match kind {
-                ChangeKind::Down => st.liveness.suspect_reported(node, incarnation),
+                ChangeKind::Down => {
+                    let check = st.liveness.in_view(node)
+                        && !st.liveness.report_is_stale(node, incarnation);
+                    drop(st);
+                    if check {
+                        self.verify_down_report(sender, node);
+                    }
+                    return;
+                }
                 ChangeKind::Removed => st.liveness.suspect(node),
                 ChangeKind::Added => st.liveness.add(node),
             }
@@ -323,6 +333,24 @@ impl Node {
             self.drop_queue(node);
         }
         self.log_transition(node, t, &format!("reported by {sender}"));
+    }
+
+    /// Probes `node`, reported down by `sender`: suspects it (and tells the others) only if our
+    /// own heartbeat fails and we did not hear from it meanwhile.
+    fn verify_down_report(&self, sender: &str, node: &str) {
+        let me = self.clone();
+        let (sender, node) = (sender.to_string(), node.to_string());
+        tokio::spawn(async move {
+            let epoch = me.state().map.epoch;
+            let started = Instant::now();
+            match me.peers.heartbeat(&node, me.incarnation, epoch).await {
+                Ok(reply) => me.on_heartbeat_reply(&node, reply),
+                Err(e) => {
+                    let why = format!("reported by {sender}, and our probe failed: {e}");
+                    me.peer_failed(&node, &why, started);
+                }
+            }
+        });
     }
 
     /// Operator `PUT /view`: true when the node was not in the view.

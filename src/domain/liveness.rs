@@ -126,14 +126,14 @@ impl PeerTable {
         }
     }
 
-    /// Another node reports the peer down, knowing it as `incarnation` (0: never heard from it).
-    /// A report about an older process than the one we heard from is stale and ignored: e.g. a
+    /// Whether a report that the peer is down, from a node that knew it as `incarnation`
+    /// (0: never heard from it), is about an older process than the one we heard from: e.g. a
     /// node that tried the peer before it started listening, while we already heard from it.
-    pub fn suspect_reported(&mut self, addr: &str, incarnation: u64) -> Transition {
-        match self.peers.get(addr) {
-            Some(p) if p.incarnation > incarnation => Transition::None,
-            _ => self.suspect(addr),
-        }
+    /// Such a report is ignored; any other is checked with a probe of our own before we act.
+    pub fn report_is_stale(&self, addr: &str, incarnation: u64) -> bool {
+        self.peers
+            .get(addr)
+            .is_some_and(|p| p.incarnation > incarnation)
     }
 
     /// The peer's incarnation as we know it (0 when we never heard from it).
@@ -216,11 +216,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = PeerTable::new("me:1", &["a:1".to_string()], Duration::from_secs(3));
         t.contact("a:1", 7, t0);
-        assert_eq!(t.suspect_reported("a:1", 0), Transition::None);
-        assert_eq!(t.suspect_reported("a:1", 6), Transition::None);
-        assert!(t.in_view("a:1"));
-        assert_eq!(t.suspect_reported("a:1", 7), Transition::Suspected);
-        assert!(!t.in_view("a:1"));
+        assert!(t.report_is_stale("a:1", 0));
+        assert!(t.report_is_stale("a:1", 6));
+        assert!(!t.report_is_stale("a:1", 7));
+        assert!(!t.report_is_stale("never-heard-of:1", 0));
     }
 
     #[test]
