@@ -5,6 +5,7 @@
 //! One `Node` handle (an `Arc`) holds the state behind a `std::sync::Mutex` that is never held
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
+pub mod batch;
 pub mod kv;
 pub mod membership;
 pub mod peers;
