@@ -139,8 +139,7 @@ impl Config {
             ),
             grace: Duration::from_millis(number(&get, "CKV_GRACE_MS", DEFAULT_GRACE_MS)?),
             max_value_bytes: number(&get, "CKV_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES)?,
-            max_queue_bytes: number(&get, "CKV_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES)?
-                .max(1),
+            max_queue_bytes: number(&get, "CKV_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES)?.max(1),
             legacy_wait: Duration::from_millis(number(
                 &get,
                 "CKV_LEGACY_WAIT_MS",

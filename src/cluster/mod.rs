@@ -12,6 +12,7 @@ pub mod peers;
 pub mod replication;
 pub mod reshard;
 pub mod shards;
+pub mod snapshot;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -144,6 +145,8 @@ pub struct Inner {
     pub ready: watch::Sender<bool>,
     queues: Mutex<std::collections::HashMap<String, Arc<Outbound>>>,
     syncing: AtomicBool,
+    /// Permits for copies of the whole store (snapshots served, reshard sends).
+    snapshots: Arc<tokio::sync::Semaphore>,
     /// Set on shutdown: background loops stop.
     pub shutdown: watch::Sender<bool>,
 }
@@ -194,6 +197,7 @@ impl Node {
             ready: watch::channel(false).0,
             queues: Mutex::new(Default::default()),
             syncing: AtomicBool::new(false),
+            snapshots: snapshot::copy_limiter(),
             shutdown: watch::channel(false).0,
         }))
     }

@@ -98,8 +98,8 @@ impl Node {
             let q = self.outbound(peer);
             let dropped = {
                 let mut queue = q.lock();
-                let over = !queue.writes.is_empty()
-                    && queue.bytes + size > self.cfg.max_queue_bytes;
+                let over =
+                    !queue.writes.is_empty() && queue.bytes + size > self.cfg.max_queue_bytes;
                 let dropped = over.then(|| (queue.writes.len(), queue.bytes));
                 if over {
                     queue.clear();

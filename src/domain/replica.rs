@@ -188,6 +188,16 @@ impl Replica {
         peer_clock: &VectorClock,
         scope: &impl Fn(&str) -> bool,
     ) -> usize {
+        let changed = self.absorb_writes(writes);
+        self.absorb_clock(peer_clock, scope);
+        changed
+    }
+
+    /// First half of [`Replica::absorb`], for a state that streams in: merges writes by version
+    /// order without raising the clock (reads stay safe: a value carries its version's clock, so
+    /// metadata that depends on writes not yet delivered here still gets 503). Returns how many
+    /// changed the store.
+    pub fn absorb_writes(&mut self, writes: Vec<Write>) -> usize {
         let mut changed = 0;
         for w in writes {
             // Older generations' writes are the data carried over by a reshard: merge them too.
@@ -196,11 +206,16 @@ impl Replica {
                 changed += 1;
             }
         }
+        changed
+    }
+
+    /// Second half of [`Replica::absorb`]: once every write the peer's clock covers has been
+    /// absorbed, the clock becomes the pointwise maximum and buffered writes are delivered.
+    pub fn absorb_clock(&mut self, peer_clock: &VectorClock, scope: &impl Fn(&str) -> bool) {
         let mut clock = peer_clock.clone();
         clock.retain(scope);
         self.clock.merge(&clock);
         self.drain(scope);
-        changed
     }
 
     /// Number of buffered writes.

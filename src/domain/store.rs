@@ -425,7 +425,13 @@ mod tests {
     fn slices_partition_the_store() {
         let mut s = Store::new();
         for i in 0..2_000u64 {
-            s.apply(write(&format!("k{i}"), "a", i + 1, &[("a", i + 1)], Some("1")));
+            s.apply(write(
+                &format!("k{i}"),
+                "a",
+                i + 1,
+                &[("a", i + 1)],
+                Some("1"),
+            ));
         }
         let all: Vec<Write> = (0..SLICES).flat_map(|i| s.slice(i, None)).collect();
         assert_eq!(all.len(), 2_000);
@@ -436,7 +442,9 @@ mod tests {
         let biggest = (0..SLICES).map(|i| s.slice(i, None).len()).max();
         assert!(biggest < Some(40), "slices are balanced: {biggest:?}");
         let known = VectorClock::from_entries([("a".to_string(), 1_500)]);
-        let delta: usize = (0..SLICES).map(|i| s.slice(i, Some((1, &known))).len()).sum();
+        let delta: usize = (0..SLICES)
+            .map(|i| s.slice(i, Some((1, &known))).len())
+            .sum();
         assert_eq!(delta, 500);
         assert!(s.slice(SLICES, None).is_empty());
     }
