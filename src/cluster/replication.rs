@@ -21,10 +21,11 @@ use crate::domain::store::Write;
 const MAX_BATCH: usize = 512;
 /// Backoff before the retries of a send the peer did not answer (then the peer is suspected).
 const RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(150)];
-/// Consecutive failed sends to a peer still in the view (each one halving the next batch) after
-/// which its queue is dropped and it catches up by anti-entropy: a batch is never retried
-/// unchanged forever, and the peer's heartbeats see our clock ahead and pull a delta.
-const MAX_FAILED_SENDS: u32 = 4;
+/// Consecutive failed sends to a peer still in the view (each one halving the next batch: 512
+/// writes reach 1 in 9 halvings) after which its queue is dropped and it catches up by
+/// anti-entropy; a single write that fails twice is dropped to anti-entropy too. So a batch is
+/// never retried unchanged forever, and the peer's heartbeats see our clock ahead and pull.
+const MAX_FAILED_SENDS: u32 = 10;
 
 /// Writes queued for one peer and their estimated bytes.
 #[derive(Default)]
@@ -164,7 +165,7 @@ impl Node {
             let mut queue = q.lock();
             if !still_up {
                 queue.clear();
-            } else if failures >= MAX_FAILED_SENDS {
+            } else if failures >= MAX_FAILED_SENDS || (n == 1 && failures > 1) {
                 // The peer answers heartbeats but not our batches: stop resending and let it pull.
                 let (writes, bytes) = (queue.writes.len() + n, queue.bytes);
                 queue.clear();
