@@ -230,3 +230,51 @@ async fn a_batch_that_never_passes_falls_back_to_anti_entropy() {
     );
     assert!(n.view().contains(&PEER.to_string()));
 }
+
+/// Loopback: node 0's `SendReshardData` is cancelled by its caller while its catch-up pull hangs
+/// on a paused shard peer; later node 0 misses writes while it is itself paused (its peers drop
+/// their queues to it), and it still gets them: only its own pull (anti-entropy) can bring them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cancelled_send_reshard_data_the_node_still_pulls() {
+    use causalkv::rpc::convert::map_to_pb;
+    use causalkv::rpc::pb::state_transfer_client::StateTransferClient;
+    use common::Cluster;
+    use serde_json::{Value, json};
+
+    let c = Cluster::start(3, Some(1), &[]).await;
+    c.pause(1);
+    let map = ShardMap::initial(&c.addrs(), 1);
+    let mut client = StateTransferClient::connect(c.url(0, ""))
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(map_to_pb(&map));
+    req.set_timeout(Duration::from_millis(300));
+    let r = tokio::time::timeout(Duration::from_millis(400), client.send_reshard_data(req)).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "the call was cancelled before it finished"
+    );
+    c.resume(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.pause(0);
+    for k in 0..20 {
+        let (s, b) = c.put(1, &format!("p{k}"), json!(k), &Value::Null).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.resume(0);
+    eventually(
+        Duration::from_secs(10),
+        "node 0 pulls what it missed",
+        || async {
+            for k in 0..20 {
+                let (s, b) = c.get(0, &format!("p{k}"), &Value::Null).await;
+                if s != 200 || b["value"] != json!(k) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
