@@ -178,7 +178,12 @@ impl pb::state_transfer_server::StateTransfer for Sink {
     }
 }
 
-/// Loopback copy baseline: one gRPC stream of the same values, byte-bounded batches, no store.
+/// Baseline runs per size; the fastest counts (the machine is shared: the best run is the one
+/// least disturbed).
+const BASELINE_RUNS: usize = 3;
+
+/// Loopback copy baseline: one gRPC stream of the same values, byte-bounded batches, no store;
+/// the fastest of [`BASELINE_RUNS`].
 async fn baseline(len: usize, keys: usize, block: u8) -> Duration {
     let addr: std::net::SocketAddr = format!("127.78.{block}.100:8091").parse().expect("addr");
     let limit = message_limit(8 << 20);
@@ -216,14 +221,18 @@ async fn baseline(len: usize, keys: usize, block: u8) -> Duration {
             .await
             .expect("connect")
             .max_encoding_message_size(limit);
-    let t = Instant::now();
-    client
-        .receive_reshard_data(futures::stream::iter(msgs))
-        .await
-        .expect("stream");
-    let took = t.elapsed();
+    let mut best = Duration::MAX;
+    for _ in 0..BASELINE_RUNS {
+        let msgs = msgs.clone();
+        let t = Instant::now();
+        client
+            .receive_reshard_data(futures::stream::iter(msgs))
+            .await
+            .expect("stream");
+        best = best.min(t.elapsed());
+    }
     server.abort();
-    took
+    best
 }
 
 fn rate(len: usize, keys: usize, d: Duration) -> (f64, f64) {
