@@ -13,8 +13,15 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
 pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 1_000;
 /// Default flap-damping grace period for a peer that was cut off and comes back.
 pub const DEFAULT_GRACE_MS: u64 = 3_000;
-/// Default largest accepted value (JSON text), 1 MiB.
-pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
+/// Default largest accepted value (JSON text), 8 MiB: replication, snapshots and reshards cut
+/// their messages by bytes (`cluster::batch`), so a value this large travels alone in one gRPC
+/// message of about 13 MiB; measured on loopback (tests/big_values.rs) it replicates in well
+/// under a second. Each value is held once per replica (queues share it).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
+/// Default bound on the bytes queued for one peer (replication backlog). Past it the queue is
+/// dropped and the peer catches up by anti-entropy (a delta pull), which moves the same data
+/// in large chunks: 256 MiB is seconds of full-speed writes, yet bounded per peer.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
 /// Default bound on how long a legacy request waits for missing dependencies.
 pub const DEFAULT_LEGACY_WAIT_MS: u64 = 30_000;
 
@@ -37,6 +44,8 @@ pub struct Config {
     pub grace: Duration,
     /// Largest accepted value, in bytes of JSON text.
     pub max_value_bytes: usize,
+    /// Bound on the bytes of writes queued for one peer.
+    pub max_queue_bytes: usize,
     /// Bound on a legacy request's wait for dependencies.
     pub legacy_wait: Duration,
     /// Legacy compatibility switch: lists as comma-separated strings, shard ids as strings.
@@ -133,6 +142,7 @@ impl Config {
             ),
             grace: Duration::from_millis(number(&get, "CKV_GRACE_MS", DEFAULT_GRACE_MS)?),
             max_value_bytes: number(&get, "CKV_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES)?,
+            max_queue_bytes: number(&get, "CKV_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES)?.max(1),
             legacy_wait: Duration::from_millis(number(
                 &get,
                 "CKV_LEGACY_WAIT_MS",

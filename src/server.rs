@@ -12,13 +12,18 @@ use tracing::info;
 
 use crate::api;
 use crate::cluster::Node;
+use crate::cluster::batch::message_limit;
 use crate::config::Config;
 use crate::ops;
 use crate::ops::metrics::Metrics;
-use crate::rpc::client::{GrpcPeers, MAX_MESSAGE_BYTES};
+use crate::rpc::client::GrpcPeers;
 use crate::rpc::pb;
 use crate::rpc::service::Services;
 
+/// HTTP request bodies may exceed `CKV_MAX_VALUE_BYTES` by this much: the JSON envelope and a
+/// causal-metadata token of up to 1024 clock entries. A larger value still gets the contract's
+/// 400 from the handler; only far larger bodies are cut off (413) before being read.
+const BODY_SLACK: usize = 256 << 10;
 /// How long in-flight requests may run after SIGTERM before the process exits.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -39,6 +44,8 @@ pub enum ServerError {
 /// The combined REST + gRPC router of `node`.
 pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
     let services = Services(node.clone());
+    // Every service accepts (and may send) one byte-bounded batch plus one largest value.
+    let limit = message_limit(node.cfg.max_value_bytes);
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -69,26 +76,34 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
     let grpc = tonic::service::Routes::new(
         pb::replication_server::ReplicationServer::new(services.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
     )
-    .add_service(pb::membership_server::MembershipServer::new(
-        services.clone(),
-    ))
+    .add_service(
+        pb::membership_server::MembershipServer::new(services.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    )
     .add_service(
         pb::state_transfer_server::StateTransferServer::new(services.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
     )
-    .add_service(pb::admin_server::AdminServer::new(services))
+    .add_service(
+        pb::admin_server::AdminServer::new(services)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+    )
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
     .prepare()
     .into_axum_router();
     let metrics = Metrics::new(node.clone());
+    let body_limit = node.cfg.max_value_bytes.saturating_add(BODY_SLACK);
+    let rest = api::router(node.clone()).layer(axum::extract::DefaultBodyLimit::max(body_limit));
     let app = grpc
-        .merge(api::router(node.clone()))
+        .merge(rest)
         .merge(ops::router(node, metrics.clone()))
         // counts and times every routed request (REST by route template, gRPC by method)
         .layer(axum::middleware::from_fn_with_state(
@@ -105,7 +120,9 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
 
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
-    let peers = Arc::new(GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout));
+    let peers = Arc::new(
+        GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout).with_max_value(cfg.max_value_bytes),
+    );
     let listen = cfg.listen_address;
     let listener = TcpListener::bind(listen)
         .await

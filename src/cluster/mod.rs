@@ -5,6 +5,7 @@
 //! One `Node` handle (an `Arc`) holds the state behind a `std::sync::Mutex` that is never held
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
+pub mod batch;
 pub mod kv;
 pub mod membership;
 pub mod peers;
@@ -13,6 +14,7 @@ pub mod reshard;
 #[cfg(test)]
 pub mod scripted;
 pub mod shards;
+pub mod snapshot;
 pub mod status;
 pub mod sync;
 
@@ -157,6 +159,8 @@ pub struct Inner {
     pub ready: watch::Sender<bool>,
     queues: Mutex<std::collections::HashMap<String, Arc<Outbound>>>,
     syncing: AtomicBool,
+    /// Permits for copies of the whole store (snapshots served, reshard sends).
+    snapshots: Arc<tokio::sync::Semaphore>,
     /// Set on shutdown: background loops stop.
     pub shutdown: watch::Sender<bool>,
     /// Counters of replication, sync and reshard work (for operators).
@@ -209,6 +213,7 @@ impl Node {
             ready: watch::channel(false).0,
             queues: Mutex::new(Default::default()),
             syncing: AtomicBool::new(false),
+            snapshots: snapshot::copy_limiter(),
             shutdown: watch::channel(false).0,
             stats: status::Counters::default(),
         }))

@@ -2,6 +2,7 @@
 //! The gRPC client implements it; tests may implement it over an in-memory network.
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -59,16 +60,30 @@ pub struct AnnounceReply {
     pub map: ShardMap,
 }
 
-/// A snapshot: writes the caller lacked, and the responder's generation and clock.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    /// The writes.
-    pub writes: Vec<Write>,
-    /// The responder's generation.
-    pub generation: u64,
-    /// The responder's delivered clock.
-    pub clock: VectorClock,
+/// One part of a streamed snapshot: writes the caller lacked, a byte-bounded chunk at a time,
+/// then the responder's clock. The clock is the one the responder held when it started, so it
+/// never covers a write the stream did not carry (the chunks may carry newer writes too).
+#[derive(Clone, Debug)]
+pub enum SnapshotPart {
+    /// A chunk of writes, of the responder's data generation `generation`.
+    Writes {
+        /// The responder's generation (a chunk of another generation than the caller's is not
+        /// merged).
+        generation: u64,
+        /// The writes.
+        writes: Vec<Write>,
+    },
+    /// The last part: the responder's generation and delivered clock.
+    End {
+        /// The responder's generation.
+        generation: u64,
+        /// The responder's delivered clock when the snapshot started.
+        clock: VectorClock,
+    },
 }
+
+/// A snapshot as it streams in.
+pub type SnapshotStream = BoxStream<'static, PeerResult<SnapshotPart>>;
 
 /// A membership change spread by the node that saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,13 +132,14 @@ pub trait Peers: Send + Sync + 'static {
     ) -> BoxFuture<'_, PeerResult<()>>;
     /// Asks the peer to install a shard map.
     fn install_map(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
-    /// Pulls what the peer has that `known` does not cover (`None`: everything it stores).
+    /// Pulls what the peer has that `known` does not cover (`None`: everything it stores), as a
+    /// stream of chunks; the future resolves once the peer starts answering.
     fn snapshot(
         &self,
         to: &str,
         generation: u64,
         known: Option<&VectorClock>,
-    ) -> BoxFuture<'_, PeerResult<Snapshot>>;
+    ) -> BoxFuture<'_, PeerResult<SnapshotStream>>;
     /// Runs a client operation on the peer (which owns the key).
     fn forward(
         &self,

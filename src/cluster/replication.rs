@@ -1,6 +1,8 @@
 //! Asynchronous replication inside a shard: one outbound queue and one sender loop per peer,
-//! batched, retried with backoff, never blocking a client. A peer whose sends keep failing is
-//! suspected and its queue dropped; anti-entropy brings it up to date once it is re-admitted.
+//! batched by count and bytes, retried with backoff, never blocking a client. A peer that does
+//! not answer is suspected and its queue dropped; a batch that keeps failing is split, then the
+//! queue is dropped; a queue over its byte bound is dropped. In every case anti-entropy (a delta
+//! pull by the peer, see `sync`) brings the peer up to date: never silent loss, never a stuck queue.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -9,17 +11,22 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use super::batch::{MAX_BATCH_BYTES, take_batch, write_bytes};
+use super::peers::PeerError;
 use super::status::Counters;
 use super::{Node, now_ms, scope};
 use crate::domain::store::Write;
 
-/// Most writes per Replicate call: large enough to amortise a round trip under load, small
-/// enough that one message stays well under gRPC's 4 MiB default with 1 KiB values.
+/// Most writes per Replicate call (the byte bound, [`MAX_BATCH_BYTES`], usually cuts first for
+/// values above ~8 KiB): large enough to amortise a round trip under load.
 const MAX_BATCH: usize = 512;
-/// Backoff before the retries of a failed send (then the peer is suspected).
+/// Backoff before the retries of a send the peer did not answer (then the peer is suspected).
 const RETRY_BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(150)];
-/// Bound on a queue; past it the oldest writes are dropped (anti-entropy repairs the gap).
-const MAX_QUEUE: usize = 500_000;
+/// Consecutive failed sends to a peer still in the view (each one halving the next batch: 512
+/// writes reach 1 in 9 halvings) after which its queue is dropped and it catches up by
+/// anti-entropy; a single write that fails twice is dropped to anti-entropy too. So a batch is
+/// never retried unchanged forever, and the peer's heartbeats see our clock ahead and pull.
+const MAX_FAILED_SENDS: u32 = 10;
 
 /// Writes and value bytes (JSON text) in `batch`.
 pub fn batch_size(batch: &[Write]) -> (u64, u64) {
@@ -30,21 +37,53 @@ pub fn batch_size(batch: &[Write]) -> (u64, u64) {
     (batch.len() as u64, bytes)
 }
 
-/// The outbound queue to one peer.
+/// Writes queued for one peer and their estimated bytes.
+#[derive(Default)]
+struct Queue {
+    writes: VecDeque<Write>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn clear(&mut self) {
+        self.writes.clear();
+        self.bytes = 0;
+    }
+
+    fn take(&mut self, max_count: usize) -> Vec<Write> {
+        let (batch, bytes) = take_batch(&mut self.writes, max_count, MAX_BATCH_BYTES);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        batch
+    }
+
+    fn put_back(&mut self, batch: Vec<Write>) {
+        for w in batch.into_iter().rev() {
+            self.bytes += write_bytes(&w);
+            self.writes.push_front(w);
+        }
+    }
+}
+
+/// The outbound queue to one peer, bounded in bytes (`CKV_MAX_QUEUE_BYTES`).
 #[derive(Default)]
 pub struct Outbound {
-    queue: Mutex<VecDeque<Write>>,
+    queue: Mutex<Queue>,
     notify: Notify,
 }
 
 impl Outbound {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Write>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Writes waiting to be sent.
     pub fn depth(&self) -> usize {
-        self.lock().len()
+        self.lock().writes.len()
+    }
+
+    /// Estimated bytes waiting to be sent.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 }
 
@@ -62,16 +101,27 @@ impl Node {
         q
     }
 
-    /// Queues `write` for every peer in `targets`.
+    /// Queues `write` for every peer in `targets`. A queue that would outgrow
+    /// `CKV_MAX_QUEUE_BYTES` is dropped first: that peer catches up by anti-entropy.
     pub fn enqueue(&self, write: Write, targets: &[String]) {
+        let size = write_bytes(&write);
         for peer in targets {
             let q = self.outbound(peer);
-            {
+            let dropped = {
                 let mut queue = q.lock();
-                if queue.len() >= MAX_QUEUE {
-                    queue.pop_front();
+                let over =
+                    !queue.writes.is_empty() && queue.bytes + size > self.cfg.max_queue_bytes;
+                let dropped = over.then(|| (queue.writes.len(), queue.bytes));
+                if over {
+                    queue.clear();
                 }
-                queue.push_back(write.clone());
+                queue.bytes += size;
+                queue.writes.push_back(write.clone());
+                dropped
+            };
+            if let Some((writes, bytes)) = dropped {
+                warn!(node = %self.me, %peer, writes, bytes,
+                      "replication queue full; dropped it, the peer catches up by anti-entropy");
             }
             q.notify.notify_one();
         }
@@ -100,12 +150,10 @@ impl Node {
 
     async fn sender_loop(self, peer: String, q: Arc<Outbound>) {
         let mut shutdown = self.shutdown.subscribe();
+        let mut limit = MAX_BATCH;
+        let mut failures = 0u32;
         loop {
-            let batch: Vec<Write> = {
-                let mut queue = q.lock();
-                let n = queue.len().min(MAX_BATCH);
-                queue.drain(..n).collect()
-            };
+            let batch = q.lock().take(limit);
             if batch.is_empty() {
                 tokio::select! {
                     _ = q.notify.notified() => continue,
@@ -113,36 +161,56 @@ impl Node {
                 }
             }
             let started = std::time::Instant::now();
+            let n = batch.len();
             let (writes, bytes) = batch_size(&batch);
-            if self.send_with_retry(&peer, batch.clone()).await {
+            let Err(e) = self.send_with_retry(&peer, &batch).await else {
                 Counters::add(&self.stats.batches_sent, 1);
                 Counters::add(&self.stats.writes_sent, writes);
                 Counters::add(&self.stats.bytes_sent, bytes);
-            } else {
-                Counters::add(&self.stats.batches_failed, 1);
+                failures = 0;
+                limit = (limit * 2).min(MAX_BATCH);
+                continue;
+            };
+            Counters::add(&self.stats.batches_failed, 1);
+            if matches!(e, PeerError::Unreachable(_) | PeerError::NotSent(_)) {
                 self.peer_failed(&peer, "replication failed", started);
-                let still_up = self.state().liveness.in_view(&peer);
-                let mut queue = q.lock();
-                if still_up {
-                    // Not suspected after all (we were the ones stalled): send it again.
-                    for w in batch.into_iter().rev() {
-                        queue.push_front(w);
-                    }
-                } else {
-                    queue.clear();
-                }
+            }
+            let still_up = self.state().liveness.in_view(&peer);
+            failures += 1;
+            let mut queue = q.lock();
+            if !still_up {
+                queue.clear();
+            } else if failures >= MAX_FAILED_SENDS || (n == 1 && failures > 1) {
+                // The peer answers heartbeats but not our batches: stop resending and let it pull.
+                let (writes, bytes) = (queue.writes.len() + n, queue.bytes);
+                queue.clear();
+                drop(queue);
+                warn!(node = %self.me, %peer, writes, bytes, error = %e,
+                      "replication keeps failing; dropped the queue, the peer catches up by anti-entropy");
+                failures = 0;
+                limit = MAX_BATCH;
+            } else {
+                // Not suspected (we were the ones stalled, or the batch was refused): send it
+                // again, split, so a batch the peer cannot take is never resent unchanged.
+                limit = (n / 2).max(1);
+                queue.put_back(batch);
             }
         }
     }
 
-    /// Sends one batch, retrying while the peer is still in the view (once it is suspected,
-    /// anti-entropy takes over after its re-admission).
-    async fn send_with_retry(&self, peer: &str, batch: Vec<Write>) -> bool {
+    /// Sends one batch, retrying while the peer does not answer and is still in the view (once
+    /// it is suspected, anti-entropy takes over after its re-admission). A batch the peer
+    /// refused is not resent as it is.
+    async fn send_with_retry(&self, peer: &str, batch: &[Write]) -> Result<(), PeerError> {
         let mut attempt = 0;
         loop {
-            match self.peers.replicate(peer, batch.clone()).await {
-                Ok(()) => return true,
-                Err(_) if !self.state().liveness.in_view(peer) => return false,
+            match self.peers.replicate(peer, batch.to_vec()).await {
+                Ok(()) => return Ok(()),
+                Err(e @ PeerError::Refused(_)) => {
+                    warn!(node = %self.me, %peer, error = %e, writes = batch.len(), "replication batch refused");
+                    return Err(e);
+                }
+                Err(e) if !self.state().liveness.in_view(peer) => return Err(e),
                 Err(e) if attempt < RETRY_BACKOFF.len() => {
                     debug!(node = %self.me, %peer, error = %e, "replication send failed, retrying");
                     tokio::time::sleep(RETRY_BACKOFF[attempt]).await;
@@ -150,7 +218,7 @@ impl Node {
                 }
                 Err(e) => {
                     warn!(node = %self.me, %peer, error = %e, "replication send failed");
-                    return false;
+                    return Err(e);
                 }
             }
         }

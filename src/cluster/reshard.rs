@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tracing::{info, warn};
 
+use super::batch::Batcher;
 use super::shards::ShardOpError;
 use super::{Node, Staging};
-use crate::domain::shard::ShardMap;
-use crate::domain::store::{Store, Write};
+use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::store::{SLICES, Store, Write};
 
 /// A prepared reshard that sees no commit within this time is dropped (its coordinator died).
 const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
-/// Writes per transfer message.
+/// Most writes per transfer message (the byte bound, `batch::MAX_BATCH_BYTES`, usually cuts
+/// first for values above ~1 KiB).
 const TRANSFER_BATCH: usize = 4_096;
 
 impl Node {
@@ -148,42 +150,71 @@ impl Node {
         Ok(())
     }
 
-    /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners.
+    /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners,
+    /// reading the store a slice at a time (never the whole store under the lock) and sending
+    /// each owner byte-bounded batches as they fill.
     pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, String> {
         self.catch_up_with_shard().await;
-        let mut by_target: HashMap<String, Vec<Write>> = HashMap::new();
-        let mut local = Vec::new();
-        {
-            let st = self.state();
-            for w in st.replica.store.writes() {
-                for m in map.members(map.shard_for_key(&w.key)) {
-                    if m == *self.me {
-                        local.push(w.clone());
-                    } else {
-                        by_target.entry(m).or_default().push(w.clone());
+        let _permit = self.copy_permit().await.map_err(|e| e.to_string())?;
+        let owners: HashMap<ShardId, Vec<String>> =
+            map.ids().into_iter().map(|s| (s, map.members(s))).collect();
+        let generation = self.state().replica.generation;
+        let mut batchers: HashMap<String, Batcher> = HashMap::new();
+        let mut sent = 0u64;
+        for i in 0..SLICES {
+            let mut local = Vec::new();
+            let mut full = Vec::new();
+            {
+                let st = self.state();
+                if st.replica.generation != generation {
+                    return Err("the data generation changed during the reshard copy".into());
+                }
+                for w in st.replica.store.slice(i, None) {
+                    let members = owners.get(&map.shard_for_key(&w.key));
+                    for m in members.into_iter().flatten() {
+                        if *m == *self.me {
+                            local.push(w.clone());
+                        } else if let Some(b) = batchers
+                            .entry(m.clone())
+                            .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
+                            .push(w.clone())
+                        {
+                            full.push((m.clone(), b));
+                        }
                     }
                 }
             }
+            sent += local.len() as u64;
+            self.stage(map.epoch, local)?;
+            sent += self.send_batches(map.epoch, full).await?;
         }
-        let mut sent = local.len() as u64;
-        self.stage(map.epoch, local)?;
-        let sends = by_target.into_iter().map(|(target, writes)| {
-            let epoch = map.epoch;
-            async move {
-                let n = writes.len() as u64;
-                for chunk in writes.chunks(TRANSFER_BATCH) {
-                    self.peers
-                        .receive_reshard_data(&target, epoch, chunk.to_vec())
-                        .await
-                        .map_err(|e| format!("{target}: {e}"))?;
-                }
-                Ok::<u64, String>(n)
-            }
-        });
-        for r in join_all(sends).await {
-            sent += r?;
-        }
+        let rest = batchers
+            .into_iter()
+            .filter_map(|(t, mut b)| b.finish().map(|w| (t, w)))
+            .collect();
+        sent += self.send_batches(map.epoch, rest).await?;
         Ok(sent)
+    }
+
+    /// Sends each (target, batch) pair, concurrently; returns how many writes went out.
+    async fn send_batches(
+        &self,
+        epoch: u64,
+        batches: Vec<(String, Vec<Write>)>,
+    ) -> Result<u64, String> {
+        let sends = batches.into_iter().map(|(target, writes)| async move {
+            let n = writes.len() as u64;
+            self.peers
+                .receive_reshard_data(&target, epoch, writes)
+                .await
+                .map_err(|e| format!("{target}: {e}"))?;
+            Ok::<u64, String>(n)
+        });
+        let mut n = 0;
+        for r in join_all(sends).await {
+            n += r?;
+        }
+        Ok(n)
     }
 
     /// Stores keys received for the reshard of `epoch`.

@@ -9,7 +9,8 @@ use futures::future::BoxFuture;
 
 use super::kv::OpReply;
 use super::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers, Snapshot,
+    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
+    SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -62,7 +63,7 @@ impl Peers for ScriptedPeers {
         _: &str,
         _: u64,
         _: Option<&VectorClock>,
-    ) -> BoxFuture<'_, PeerResult<Snapshot>> {
+    ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
         refused()
     }
     fn forward(&self, to: &str, _: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {

@@ -164,7 +164,8 @@ impl Node {
         })
     }
 
-    /// Live keys stored in shard `id`, asked of a member when this node is not one.
+    /// Live keys stored in shard `id`, asked of another member when this node is not one (or
+    /// does not hold the shard's full data yet).
     pub async fn shard_key_count(&self, id: ShardId) -> Result<u64, ShardOpError> {
         let (mine, count, targets) = {
             let st = self.state();
@@ -172,7 +173,7 @@ impl Node {
                 return Err(ShardOpError::UnknownShard(id));
             }
             (
-                st.my_shard(&self.me) == Some(id),
+                st.my_shard(&self.me) == Some(id) && st.replica.complete,
                 st.replica.store.live_count() as u64,
                 st.contact_order(id, &self.me),
             )
@@ -190,10 +191,12 @@ impl Node {
         )))
     }
 
-    /// Live keys this node stores, if it is a member of `id`.
+    /// Live keys this node stores, if it is a member of `id` holding the shard's full data (a
+    /// member still pulling it after joining or a reshard declines, and the asker tries another).
     pub fn local_key_count(&self, id: ShardId) -> Option<u64> {
         let st = self.state();
-        (st.my_shard(&self.me) == Some(id)).then(|| st.replica.store.live_count() as u64)
+        (st.my_shard(&self.me) == Some(id) && st.replica.complete)
+            .then(|| st.replica.store.live_count() as u64)
     }
 
     /// Adds `addr` (a node in the view) to shard `id` and tells every node.

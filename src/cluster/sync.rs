@@ -1,68 +1,121 @@
-//! Anti-entropy and state transfer: pull from a peer of the same shard whatever its state has
-//! that ours lacks (a delta against our clock), and merge it. Used at start-up, by a new shard
-//! member, by a re-admitted peer, and whenever heartbeats show persistent lag.
+//! Anti-entropy and state transfer, the pulling side: pull from a peer of the same shard whatever
+//! its state has that ours lacks (a delta against our clock, or everything), chunk by chunk, and
+//! merge it. Used at start-up, by a new shard member, by a re-admitted peer, and whenever
+//! heartbeats show persistent lag. At most one pull runs at a time, held by a [`SyncGuard`] that
+//! a cancelled caller cannot leak. Serving snapshots is in `snapshot`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use futures::StreamExt;
 use tracing::{info, warn};
 
+use super::peers::SnapshotPart;
 use super::replication::batch_size;
 use super::status::Counters;
 use super::{Node, scope};
-use crate::domain::clock::VectorClock;
-use crate::domain::store::Write;
+
+/// Bound on one whole pull (a full copy of a large shard streams for a while; a pull that takes
+/// longer is abandoned and retried by the next heartbeat's anti-entropy).
+const PULL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a waiting pull checks for the running one to end (one pause apart: ~10 s).
+const SYNC_WAIT_TRIES: usize = 50;
+
+/// The node's one-pull-at-a-time flag, held: released when dropped, so a pull whose future is
+/// cancelled (e.g. a `SendReshardData` call whose client gave up) frees it too.
+#[derive(Debug)]
+pub struct SyncGuard<'a>(&'a AtomicBool);
+
+impl<'a> SyncGuard<'a> {
+    /// Takes `flag` if it is free.
+    pub fn try_take(flag: &'a AtomicBool) -> Option<Self> {
+        (!flag.swap(true, Ordering::AcqRel)).then_some(Self(flag))
+    }
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
 
 impl Node {
     /// Pulls and merges a delta from `peer`. At most one pull runs at a time.
     pub async fn sync_from(&self, peer: &str) -> bool {
-        if self.syncing.swap(true, Ordering::AcqRel) {
-            return false;
+        match SyncGuard::try_take(&self.syncing) {
+            Some(_guard) => self.pull(peer, false).await,
+            None => false,
         }
-        let ok = self.pull(peer, false).await;
-        self.syncing.store(false, Ordering::Release);
-        ok
+    }
+
+    /// True while a pull runs on this node.
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.load(Ordering::Acquire)
     }
 
     /// Pulls a delta (or, with `full`, everything the peer stores: needed after a reshard,
-    /// whose carried-over keys belong to the previous generation) and merges it.
+    /// whose carried-over keys belong to the previous generation) and merges it as it streams.
     async fn pull(&self, peer: &str, full: bool) -> bool {
         let started = std::time::Instant::now();
+        match tokio::time::timeout(PULL_TIMEOUT, self.pull_stream(peer, full)).await {
+            Ok(Ok((changed, writes, bytes))) => {
+                self.stats.sync_done(writes, bytes, started.elapsed());
+                if changed > 0 {
+                    info!(node = %self.me, %peer, keys = changed, "caught up from peer");
+                }
+                self.bump_delivered();
+                true
+            }
+            Ok(Err(e)) => {
+                Counters::add(&self.stats.syncs_failed, 1);
+                warn!(node = %self.me, %peer, error = %e, "state pull failed");
+                false
+            }
+            Err(_) => {
+                Counters::add(&self.stats.syncs_failed, 1);
+                warn!(node = %self.me, %peer, "state pull timed out");
+                false
+            }
+        }
+    }
+
+    /// Streams one pull and merges it; returns (keys changed, writes and value bytes received).
+    async fn pull_stream(&self, peer: &str, full: bool) -> Result<(usize, u64, u64), String> {
         let (generation, known) = {
             let st = self.state();
             (st.replica.generation, st.replica.clock.clone())
         };
-        let snap = match self
+        let mut parts = self
             .peers
             .snapshot(peer, generation, (!full).then_some(&known))
             .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                Counters::add(&self.stats.syncs_failed, 1);
-                warn!(node = %self.me, %peer, error = %e, "state pull failed");
-                return false;
+            .map_err(|e| e.to_string())?;
+        let (mut changed, mut received, mut bytes) = (0, 0, 0);
+        while let Some(part) = parts.next().await {
+            let mut st = self.state();
+            match part.map_err(|e| e.to_string())? {
+                SnapshotPart::Writes { generation: g, .. }
+                | SnapshotPart::End { generation: g, .. }
+                    if g != generation || st.replica.generation != generation =>
+                {
+                    return Err(format!("generation changed ({g} vs {generation})"));
+                }
+                SnapshotPart::Writes { writes, .. } => {
+                    let (n, b) = batch_size(&writes);
+                    (received, bytes) = (received + n, bytes + b);
+                    changed += st.replica.absorb_writes(writes);
+                }
+                SnapshotPart::End { clock, .. } => {
+                    let st = &mut *st;
+                    st.replica.absorb_clock(&clock, &scope(&st.map, &self.me));
+                    if full {
+                        st.replica.complete = true;
+                    }
+                    return Ok((changed, received, bytes));
+                }
             }
-        };
-        let changed = {
-            let mut guard = self.state();
-            let st = &mut *guard;
-            if snap.generation != st.replica.generation {
-                return false;
-            }
-            let in_scope = scope(&st.map, &self.me);
-            let (writes, bytes) = batch_size(&snap.writes);
-            self.stats.sync_done(writes, bytes, started.elapsed());
-            let changed = st.replica.absorb(snap.writes, &snap.clock, &in_scope);
-            if full {
-                st.replica.complete = true;
-            }
-            changed
-        };
-        if changed > 0 {
-            info!(node = %self.me, %peer, keys = changed, "caught up from peer");
         }
-        self.bump_delivered();
-        true
+        Err("snapshot stream ended early".into())
     }
 
     /// Pulls from every live member of this node's shard (a legacy request waiting for
@@ -76,20 +129,19 @@ impl Node {
     /// Pulls a delta from every live member of the shard, waiting for a pull already running
     /// rather than skipping (a reshard's sender must hold every acknowledged write first).
     pub async fn catch_up_with_shard(&self) {
-        if !self.acquire_sync(true).await {
+        let Some(_guard) = self.acquire_sync(true).await else {
             warn!(node = %self.me, "could not start catching up with the shard");
             return;
-        }
+        };
         for peer in self.sync_sources() {
             self.pull(&peer, false).await;
         }
-        self.syncing.store(false, Ordering::Release);
     }
 
     /// Start-up and new-member transfer: pull everything from the first live member of the shard
     /// that answers. Waits (bounded) for a pull already running rather than skipping.
     pub async fn full_sync(&self) {
-        if self.acquire_sync(true).await {
+        if let Some(_guard) = self.acquire_sync(true).await {
             self.pull_full_from_any().await;
         }
     }
@@ -97,7 +149,10 @@ impl Node {
     /// Like [`Node::full_sync`], but does nothing if a pull is running or the replica is already
     /// complete (called from every heartbeat while it is not).
     pub async fn try_full_sync(&self) {
-        if !self.state().replica.complete && self.acquire_sync(false).await {
+        if self.state().replica.complete {
+            return;
+        }
+        if let Some(_guard) = self.acquire_sync(false).await {
             self.pull_full_from_any().await;
         }
     }
@@ -108,35 +163,46 @@ impl Node {
                 break;
             }
         }
-        self.syncing.store(false, Ordering::Release);
     }
 
     /// Takes the one-pull-at-a-time flag, waiting up to about 10 s if `wait`.
-    async fn acquire_sync(&self, wait: bool) -> bool {
-        for _ in 0..if wait { 50 } else { 1 } {
-            if !self.syncing.swap(true, Ordering::AcqRel) {
-                return true;
+    async fn acquire_sync(&self, wait: bool) -> Option<SyncGuard<'_>> {
+        for _ in 0..if wait { SYNC_WAIT_TRIES } else { 1 } {
+            if let Some(g) = SyncGuard::try_take(&self.syncing) {
+                return Some(g);
             }
             if wait {
                 self.pause().await;
             }
         }
-        false
+        None
     }
+}
 
-    /// Answers a snapshot request: writes the requester lacks (everything when `known` is
-    /// `None` or of another generation), our generation and clock.
-    pub fn snapshot_for(
-        &self,
-        generation: u64,
-        known: Option<&VectorClock>,
-    ) -> (Vec<Write>, u64, VectorClock) {
-        let st = self.state();
-        let r = &st.replica;
-        let writes = match known {
-            Some(known) if generation == r.generation => r.store.delta(generation, known),
-            _ => r.store.writes().collect(),
-        };
-        (writes, r.generation, r.clock.clone())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_is_released_on_drop_and_on_cancellation() {
+        let flag = AtomicBool::new(false);
+        let g = SyncGuard::try_take(&flag).expect("free");
+        assert!(SyncGuard::try_take(&flag).is_none(), "one at a time");
+        drop(g);
+        assert!(!flag.load(Ordering::Acquire));
+        // a future holding the guard, cancelled mid-way (dropped while pending)
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let held = async {
+                let _g = SyncGuard::try_take(&flag).expect("free");
+                std::future::pending::<()>().await;
+            };
+            let r = tokio::time::timeout(Duration::from_millis(10), held).await;
+            assert!(r.is_err(), "cancelled");
+        });
+        assert!(SyncGuard::try_take(&flag).is_some(), "not leaked");
     }
 }

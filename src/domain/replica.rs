@@ -14,6 +14,15 @@ use super::store::{Applied, Store, Version, Write};
 /// Bound on buffered not-yet-deliverable writes; past it new ones are dropped and anti-entropy
 /// (which pulls a delta from a peer) repairs the gap. Large enough for seconds of full-speed lag.
 pub const MAX_PENDING: usize = 200_000;
+/// The same bound in bytes (keys and values of buffered writes): with megabyte values the count
+/// alone would allow hundreds of GiB. 512 MiB is seconds of lag at loopback rates; past it new
+/// writes are dropped the same way and anti-entropy repairs the gap.
+pub const MAX_PENDING_BYTES: usize = 512 << 20;
+
+/// Bytes a buffered write is charged: its key and value plus a fixed share for its version.
+fn pending_size(w: &Write) -> usize {
+    64 + w.key.len() + w.value.as_ref().map_or(0, |v| v.len())
+}
 
 /// A shard replica.
 #[derive(Debug, Default)]
@@ -30,6 +39,7 @@ pub struct Replica {
     pub complete: bool,
     pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
+    pending_bytes: usize,
 }
 
 /// What offering a remote write did.
@@ -113,13 +123,18 @@ impl Replica {
         {
             return Offered::default();
         }
-        if self.pending_len >= MAX_PENDING {
+        // A full buffer still takes its origin's next write: it may unblock the others.
+        let full = self.pending_len >= MAX_PENDING || self.pending_bytes >= MAX_PENDING_BYTES;
+        if full && v.seq != self.clock.get(&v.origin) + 1 {
             return Offered::default();
         }
+        let size = pending_size(&write);
         let slot = self.pending.entry(v.origin.clone()).or_default();
-        if slot.insert(v.seq, write).is_none() {
-            self.pending_len += 1;
+        match slot.insert(v.seq, write) {
+            None => self.pending_len += 1,
+            Some(old) => self.pending_bytes -= pending_size(&old),
         }
+        self.pending_bytes += size;
         let delivered = self.drain(scope);
         Offered {
             delivered,
@@ -160,6 +175,7 @@ impl Replica {
         let queue = self.pending.get_mut(origin)?;
         while let Some((&seq, w)) = queue.first_key_value() {
             if seq <= have || w.version.generation < generation {
+                self.pending_bytes -= pending_size(w);
                 queue.pop_first();
                 self.pending_len -= 1;
                 continue;
@@ -173,6 +189,7 @@ impl Replica {
                 return None;
             }
             self.pending_len -= 1;
+            self.pending_bytes -= pending_size(w);
             return queue.pop_first().map(|(_, w)| w);
         }
         None
@@ -188,6 +205,16 @@ impl Replica {
         peer_clock: &VectorClock,
         scope: &impl Fn(&str) -> bool,
     ) -> usize {
+        let changed = self.absorb_writes(writes);
+        self.absorb_clock(peer_clock, scope);
+        changed
+    }
+
+    /// First half of [`Replica::absorb`], for a state that streams in: merges writes by version
+    /// order without raising the clock (reads stay safe: a value carries its version's clock, so
+    /// metadata that depends on writes not yet delivered here still gets 503). Returns how many
+    /// changed the store.
+    pub fn absorb_writes(&mut self, writes: Vec<Write>) -> usize {
         let mut changed = 0;
         for w in writes {
             // Older generations' writes are the data carried over by a reshard: merge them too.
@@ -196,16 +223,26 @@ impl Replica {
                 changed += 1;
             }
         }
+        changed
+    }
+
+    /// Second half of [`Replica::absorb`]: once every write the peer's clock covers has been
+    /// absorbed, the clock becomes the pointwise maximum and buffered writes are delivered.
+    pub fn absorb_clock(&mut self, peer_clock: &VectorClock, scope: &impl Fn(&str) -> bool) {
         let mut clock = peer_clock.clone();
         clock.retain(scope);
         self.clock.merge(&clock);
         self.drain(scope);
-        changed
     }
 
     /// Number of buffered writes.
     pub fn pending_len(&self) -> usize {
         self.pending_len
+    }
+
+    /// Bytes charged for buffered writes (bounded by [`MAX_PENDING_BYTES`]).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Starts a new generation with `store` as its data: clocks and buffers reset. `complete`
@@ -307,6 +344,30 @@ mod tests {
         assert_eq!((w2.version.seq, a2), (2, Applied::Replaced));
         assert!(r.satisfies(&meta(&[(A, 2), (X, 99)]), scope));
         assert!(!r.satisfies(&meta(&[(A, 3)]), scope));
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes() {
+        let me: Arc<str> = A.into();
+        let big: Arc<str> = "x".repeat(64 << 20).into();
+        let mut origin = Replica::new(1);
+        let writes: Vec<Write> = (0..10)
+            .map(|i| {
+                let key = format!("k{i}");
+                origin
+                    .local_write(&me, key, Some(big.clone()), &meta(&[]))
+                    .0
+            })
+            .collect();
+        let mut r = Replica::new(1);
+        for w in &writes[1..] {
+            r.offer(w.clone(), &scope);
+        }
+        assert_eq!(r.pending_len(), 8, "the 9th would pass 512 MiB: dropped");
+        assert!(r.pending_bytes() >= MAX_PENDING_BYTES);
+        let o = r.offer(writes[0].clone(), &scope);
+        assert_eq!(o.delivered, 9);
+        assert_eq!((r.pending_len(), r.pending_bytes()), (0, 0));
     }
 
     #[test]

@@ -10,6 +10,21 @@ use std::sync::Arc;
 use super::clock::VectorClock;
 use super::packed::{PackedClock, packed_pairs, put_varint};
 
+/// Number of slices the keys are spread over (by a hash of the key). Snapshots and reshard
+/// copies read one slice at a time under the node's lock: at 1M keys a slice is ~4k keys, about
+/// a millisecond, so heartbeats and client requests interleave. Growing one slice's table also
+/// rehashes only 1/256 of the keys.
+pub const SLICES: usize = 256;
+
+/// The slice of `key`: FNV-1a of its bytes (stable, cheap for short keys).
+fn slice_of(key: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h as usize % SLICES
+}
+
 /// The version of one write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
@@ -82,18 +97,33 @@ struct Slot {
 /// Versions are stored packed: origins are interned per store (node addresses, a handful) and
 /// clocks are varint-encoded, and each key's slot is boxed so the table itself stays small.
 /// Readers get decoded copies ([`Entry`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Store {
-    entries: HashMap<Box<str>, Box<Slot>>,
+    slices: Vec<HashMap<Box<str>, Box<Slot>>>,
     origins: Vec<Arc<str>>,
     origin_ids: HashMap<Arc<str>, u32>,
     live: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self {
+            slices: vec![HashMap::new(); SLICES],
+            origins: Vec::new(),
+            origin_ids: HashMap::new(),
+            live: 0,
+        }
+    }
 }
 
 impl Store {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn slot(&self, key: &str) -> Option<&Slot> {
+        self.slices[slice_of(key)].get(key).map(|b| &**b)
     }
 
     fn intern(&mut self, origin: &Arc<str>) -> u32 {
@@ -144,20 +174,19 @@ impl Store {
 
     /// The stored entry of `key`, tombstones included.
     pub fn get(&self, key: &str) -> Option<Entry> {
-        self.entries.get(key).map(|s| self.entry(s))
+        self.slot(key).map(|s| self.entry(s))
     }
 
     /// The live value of `key` (not a tombstone).
     pub fn live(&self, key: &str) -> Option<Entry> {
-        self.entries
-            .get(key)
+        self.slot(key)
             .filter(|s| s.value.is_some())
             .map(|s| self.entry(s))
     }
 
     /// True when `key` has a live value.
     pub fn is_live(&self, key: &str) -> bool {
-        self.entries.get(key).is_some_and(|s| s.value.is_some())
+        self.slot(key).is_some_and(|s| s.value.is_some())
     }
 
     /// Number of keys with a live value.
@@ -167,18 +196,19 @@ impl Store {
 
     /// Number of stored entries, tombstones included.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slices.iter().map(HashMap::len).sum()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slices.iter().all(HashMap::is_empty)
     }
 
     /// Applies a write if its version is greater than the stored one.
     pub fn apply(&mut self, write: Write) -> Applied {
         let v = &write.version;
-        let was_live = match self.entries.get(write.key.as_str()) {
+        let at = slice_of(&write.key);
+        let was_live = match self.slices[at].get(write.key.as_str()) {
             Some(slot) => {
                 let stored = (
                     u64::from(slot.generation),
@@ -202,11 +232,10 @@ impl Store {
             generation: u32::try_from(v.generation).expect("generation below 2^32"),
             origin: self.intern(&v.origin),
         };
-        match self.entries.get_mut(write.key.as_str()) {
+        match self.slices[at].get_mut(write.key.as_str()) {
             Some(old) => **old = slot,
             None => {
-                self.entries
-                    .insert(write.key.into_boxed_str(), Box::new(slot));
+                self.slices[at].insert(write.key.into_boxed_str(), Box::new(slot));
             }
         }
         if was_live {
@@ -224,28 +253,49 @@ impl Store {
         }
     }
 
-    /// Every entry as a write, for snapshots and reshard transfer.
+    /// Every entry as a write (O(N): snapshots and reshard copies use [`Store::slice`]).
     pub fn writes(&self) -> impl Iterator<Item = Write> + '_ {
-        self.entries.iter().map(|(k, s)| self.write_of(k, s))
+        self.slices
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, s)| self.write_of(k, s)))
+    }
+
+    fn uncovered(&self, s: &Slot, generation: u64, known: &VectorClock) -> bool {
+        let g = u64::from(s.generation);
+        g > generation || (g == generation && known.get(&self.origins[s.origin as usize]) < s.seq)
     }
 
     /// Entries of `generation` whose write `known` does not cover (what a peer at `known` lacks).
     pub fn delta(&self, generation: u64, known: &VectorClock) -> Vec<Write> {
-        self.entries
-            .iter()
-            .filter(|(_, s)| {
-                let g = u64::from(s.generation);
-                g > generation
-                    || (g == generation && known.get(&self.origins[s.origin as usize]) < s.seq)
-            })
+        (0..SLICES)
+            .flat_map(|i| self.slice(i, Some((generation, known))))
+            .collect()
+    }
+
+    /// The entries of slice `i` (`0..SLICES`) as writes: all of them, or with `since` =
+    /// `(generation, known)` only those a peer at `known` lacks. A whole store is the union of
+    /// its slices, so a copy can be taken slice by slice, releasing the lock in between.
+    pub fn slice(&self, i: usize, since: Option<(u64, &VectorClock)>) -> Vec<Write> {
+        let Some(m) = self.slices.get(i) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter(|(_, s)| since.is_none_or(|(g, known)| self.uncovered(s, g, known)))
             .map(|(k, s)| self.write_of(k, s))
             .collect()
     }
 
     /// Keeps only the keys for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.entries.retain(|k, _| keep(k));
-        self.live = self.entries.values().filter(|s| s.value.is_some()).count();
+        for m in &mut self.slices {
+            m.retain(|k, _| keep(k));
+        }
+        self.live = self
+            .slices
+            .iter()
+            .flat_map(HashMap::values)
+            .filter(|s| s.value.is_some())
+            .count();
     }
 }
 
@@ -369,5 +419,33 @@ mod tests {
         let d = s.delta(1, &known);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].key, "y");
+    }
+
+    #[test]
+    fn slices_partition_the_store() {
+        let mut s = Store::new();
+        for i in 0..2_000u64 {
+            s.apply(write(
+                &format!("k{i}"),
+                "a",
+                i + 1,
+                &[("a", i + 1)],
+                Some("1"),
+            ));
+        }
+        let all: Vec<Write> = (0..SLICES).flat_map(|i| s.slice(i, None)).collect();
+        assert_eq!(all.len(), 2_000);
+        let mut keys: Vec<&str> = all.iter().map(|w| w.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 2_000, "every key in exactly one slice");
+        let biggest = (0..SLICES).map(|i| s.slice(i, None).len()).max();
+        assert!(biggest < Some(40), "slices are balanced: {biggest:?}");
+        let known = VectorClock::from_entries([("a".to_string(), 1_500)]);
+        let delta: usize = (0..SLICES)
+            .map(|i| s.slice(i, Some((1, &known))).len())
+            .sum();
+        assert_eq!(delta, 500);
+        assert!(s.slice(SLICES, None).is_empty());
     }
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
@@ -18,10 +19,12 @@ use super::pb::admin_client::AdminClient;
 use super::pb::membership_client::MembershipClient;
 use super::pb::replication_client::ReplicationClient;
 use super::pb::state_transfer_client::StateTransferClient;
+use crate::cluster::batch::message_limit;
 use crate::cluster::kv::OpReply;
 use crate::cluster::now_ms;
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers, Snapshot,
+    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
+    SnapshotPart, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -31,13 +34,12 @@ use crate::domain::store::Write;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bulk transfers (snapshots, reshard batches) may take longer than a control call.
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Largest message accepted from a peer (snapshots of large shards are streamed in chunks).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// `Peers` over gRPC.
 pub struct GrpcPeers {
     me: String,
     timeout: Duration,
+    max_message: usize,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -69,13 +71,21 @@ fn status_to_error(s: tonic::Status) -> PeerError {
 }
 
 impl GrpcPeers {
-    /// A client for node `me` whose calls time out after `timeout`.
+    /// A client for node `me` whose calls time out after `timeout`, for the default largest
+    /// value (see [`GrpcPeers::with_max_value`]).
     pub fn new(me: &str, timeout: Duration) -> Self {
         Self {
             me: me.to_string(),
             timeout,
+            max_message: message_limit(crate::config::DEFAULT_MAX_VALUE_BYTES),
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sizes the message limits (sent and accepted) for values up to `max_value_bytes`.
+    pub fn with_max_value(mut self, max_value_bytes: usize) -> Self {
+        self.max_message = message_limit(max_value_bytes);
+        self
     }
 
     fn channel(&self, to: &str) -> PeerResult<Channel> {
@@ -121,7 +131,8 @@ impl Peers for GrpcPeers {
         let to = to.to_string();
         Box::pin(async move {
             let mut c = ReplicationClient::new(self.channel(&to)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let msg = pb::ReplicateRequest {
                 sender: self.me.clone(),
                 writes: writes.iter().map(write_to_pb).collect(),
@@ -141,7 +152,9 @@ impl Peers for GrpcPeers {
     ) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
         let to = to.to_string();
         Box::pin(async move {
-            let mut c = MembershipClient::new(self.channel(&to)?);
+            let mut c = MembershipClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let msg = pb::HeartbeatRequest {
                 sender: self.me.clone(),
                 incarnation,
@@ -169,7 +182,9 @@ impl Peers for GrpcPeers {
     fn announce(&self, to: &str, incarnation: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>> {
         let to = to.to_string();
         Box::pin(async move {
-            let mut c = MembershipClient::new(self.channel(&to)?);
+            let mut c = MembershipClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let msg = pb::AnnounceRequest {
                 sender: self.me.clone(),
                 incarnation,
@@ -199,7 +214,9 @@ impl Peers for GrpcPeers {
     ) -> BoxFuture<'_, PeerResult<()>> {
         let (to, node) = (to.to_string(), node.to_string());
         Box::pin(async move {
-            let mut c = MembershipClient::new(self.channel(&to)?);
+            let mut c = MembershipClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let kind = match kind {
                 ChangeKind::Down => pb::ChangeKind::Down,
                 ChangeKind::Added => pb::ChangeKind::Added,
@@ -220,7 +237,9 @@ impl Peers for GrpcPeers {
     fn install_map(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
-            let mut c = MembershipClient::new(self.channel(&to)?);
+            let mut c = MembershipClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             self.deadline(
                 self.timeout,
                 c.install_shard_map(self.request(msg, self.timeout)),
@@ -235,7 +254,7 @@ impl Peers for GrpcPeers {
         to: &str,
         generation: u64,
         known: Option<&VectorClock>,
-    ) -> BoxFuture<'_, PeerResult<Snapshot>> {
+    ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
         let to = to.to_string();
         let msg = pb::SnapshotRequest {
             requester: self.me.clone(),
@@ -245,26 +264,28 @@ impl Peers for GrpcPeers {
         };
         Box::pin(async move {
             let mut c = StateTransferClient::new(self.channel(&to)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             // A peer that does not start answering within the RPC deadline is skipped (it may be
-            // paused); once it streams, the whole transfer may take up to BULK_TIMEOUT.
-            let mut stream = self
+            // paused); once it streams, the caller bounds the whole transfer.
+            let stream = self
                 .deadline(self.timeout, c.snapshot(self.request(msg, BULK_TIMEOUT)))
                 .await?
                 .into_inner();
-            self.deadline(BULK_TIMEOUT, async move {
-                let mut snap = Snapshot::default();
-                while let Some(chunk) = stream.message().await? {
-                    snap.writes.extend(writes_from_pb(chunk.writes)?);
-                    if chunk.last {
-                        snap.generation = chunk.generation;
-                        snap.clock = clock_from_pb(chunk.clock);
-                        return Ok(snap);
-                    }
+            let parts = stream.map(|chunk| {
+                let chunk = chunk.map_err(status_to_error)?;
+                if chunk.last {
+                    return Ok(SnapshotPart::End {
+                        generation: chunk.generation,
+                        clock: clock_from_pb(chunk.clock),
+                    });
                 }
-                Err(tonic::Status::unavailable("snapshot stream ended early"))
-            })
-            .await
+                Ok(SnapshotPart::Writes {
+                    generation: chunk.generation,
+                    writes: writes_from_pb(chunk.writes).map_err(status_to_error)?,
+                })
+            });
+            Ok(parts.boxed())
         })
     }
 
@@ -272,7 +293,8 @@ impl Peers for GrpcPeers {
         let to = to.to_string();
         Box::pin(async move {
             let mut c = ReplicationClient::new(self.channel(&to)?)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let (kind, value) = op_to_pb(&op.op);
             let msg = pb::ForwardRequest {
                 kind: kind as i32,
@@ -293,7 +315,9 @@ impl Peers for GrpcPeers {
     fn key_count(&self, to: &str, shard: ShardId) -> BoxFuture<'_, PeerResult<u64>> {
         let to = to.to_string();
         Box::pin(async move {
-            let mut c = AdminClient::new(self.channel(&to)?);
+            let mut c = AdminClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let msg = pb::KeyCountRequest { shard_id: shard };
             let r = self
                 .deadline(self.timeout, c.key_count(self.request(msg, self.timeout)))
@@ -305,7 +329,9 @@ impl Peers for GrpcPeers {
     fn prepare_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
-            let mut c = StateTransferClient::new(self.channel(&to)?);
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             self.deadline(
                 self.timeout,
                 c.prepare_reshard(self.request(msg, self.timeout)),
@@ -318,7 +344,9 @@ impl Peers for GrpcPeers {
     fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
-            let mut c = StateTransferClient::new(self.channel(&to)?);
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let r = self
                 .deadline(
                     BULK_TIMEOUT,
@@ -338,7 +366,8 @@ impl Peers for GrpcPeers {
         let to = to.to_string();
         Box::pin(async move {
             let mut c = StateTransferClient::new(self.channel(&to)?)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             let batch = pb::ReshardBatch {
                 epoch,
                 writes: writes.iter().map(write_to_pb).collect(),
@@ -356,7 +385,9 @@ impl Peers for GrpcPeers {
     fn commit_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
-            let mut c = StateTransferClient::new(self.channel(&to)?);
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             self.deadline(
                 self.timeout,
                 c.commit_reshard(self.request(msg, self.timeout)),
@@ -369,7 +400,9 @@ impl Peers for GrpcPeers {
     fn abort_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
-            let mut c = StateTransferClient::new(self.channel(&to)?);
+            let mut c = StateTransferClient::new(self.channel(&to)?)
+                .max_decoding_message_size(self.max_message)
+                .max_encoding_message_size(self.max_message);
             self.deadline(
                 self.timeout,
                 c.abort_reshard(self.request(msg, self.timeout)),

@@ -12,11 +12,8 @@ use super::convert::{
 };
 use super::pb;
 use crate::cluster::Node;
-use crate::cluster::peers::ChangeKind;
+use crate::cluster::peers::{ChangeKind, SnapshotPart};
 use crate::cluster::shards::Mode;
-
-/// Writes per snapshot chunk: keeps each message far below the message size limit.
-const SNAPSHOT_CHUNK: usize = 2_048;
 
 /// Implements every causalkv gRPC service over one node.
 #[derive(Clone)]
@@ -116,23 +113,25 @@ impl pb::state_transfer_server::StateTransfer for Services {
     ) -> Result<Response<ChunkStream>, Status> {
         let r = req.into_inner();
         let known = (!r.full).then(|| clock_from_pb(r.known));
-        let (writes, generation, clock) = self.0.snapshot_for(r.generation, known.as_ref());
-        let mut chunks: Vec<pb::SnapshotChunk> = writes
-            .chunks(SNAPSHOT_CHUNK)
-            .map(|c| pb::SnapshotChunk {
-                writes: c.iter().map(write_to_pb).collect(),
-                ..Default::default()
-            })
-            .collect();
-        chunks.push(pb::SnapshotChunk {
-            writes: Vec::new(),
-            last: true,
-            generation,
-            clock: clock_to_pb(&clock),
-        });
-        Ok(Response::new(Box::pin(futures::stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
+        let chunks = self
+            .0
+            .snapshot_stream(r.generation, known)
+            .map(|part| match part {
+                Ok(SnapshotPart::Writes { generation, writes }) => Ok(pb::SnapshotChunk {
+                    writes: writes.iter().map(write_to_pb).collect(),
+                    last: false,
+                    generation,
+                    clock: Vec::new(),
+                }),
+                Ok(SnapshotPart::End { generation, clock }) => Ok(pb::SnapshotChunk {
+                    writes: Vec::new(),
+                    last: true,
+                    generation,
+                    clock: clock_to_pb(&clock),
+                }),
+                Err(e) => Err(Status::aborted(e.to_string())),
+            });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn prepare_reshard(

@@ -1,0 +1,267 @@
+//! Big-value benchmark (issue 19): restart catch-up and reshard throughput of real release nodes
+//! on loopback for values of 100 B, 16 KiB and 1 MiB, next to a loopback copy baseline measured
+//! in the same run: one gRPC stream pushing the same bytes (byte-bounded `ReshardBatch`es) to a
+//! server that only drains them, no store behind it.
+//!
+//! Per size: 4 nodes in one shard are loaded with K keys; one replica is killed and restarted
+//! (time from spawn until it counts K keys: process start + full snapshot pull); then the store
+//! is resharded 1→2 (time of the PUT /shard/reshard request). MB/s is the bytes of values in the
+//! store per second. Run: `cargo bench --bench bigvalues`.
+
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use causalkv::cluster::batch::{batches, message_limit};
+use causalkv::domain::clock::VectorClock;
+use causalkv::domain::store::{Version, Write};
+use causalkv::rpc::convert::write_to_pb;
+use causalkv::rpc::pb;
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status, Streaming};
+
+/// (value bytes of JSON text, keys): about 64 MiB of values for the big sizes; fewer bytes for
+/// 100 B values, whose cost is per key (loading 650k keys over HTTP would dominate the run).
+const SIZES: [(usize, usize); 3] = [(100, 40_000), (16 << 10, 4_000), (1 << 20, 64)];
+/// Concurrent loaders (enough to keep 2 cores busy without overwhelming them).
+const LOADERS: usize = 8;
+/// Bound on every wait of the benchmark.
+const WAIT: Duration = Duration::from_secs(180);
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(addr: &str, view: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_causalkv"))
+        .arg("serve")
+        .env("SOCKET_ADDRESS", addr)
+        .env("VIEW", view)
+        .env("SHARD_COUNT", "1")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+async fn key_count(http: &reqwest::Client, addr: &str, shard: u32) -> Option<u64> {
+    let r = http
+        .get(format!("http://{addr}/shard/key-count/{shard}"))
+        .send()
+        .await
+        .ok()?;
+    r.json::<Value>().await.ok()?["shard-key-count"].as_u64()
+}
+
+async fn wait_count(http: &reqwest::Client, addr: &str, keys: usize) {
+    let deadline = Instant::now() + WAIT;
+    while key_count(http, addr, 0).await != Some(keys as u64) {
+        assert!(Instant::now() < deadline, "{addr} never held {keys} keys");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn text(k: usize, len: usize) -> String {
+    let tag = format!("{k:07}");
+    format!("{tag}{}", "x".repeat(len.saturating_sub(tag.len() + 2)))
+}
+
+/// Restart catch-up and reshard times for `keys` values of `len` bytes.
+async fn run(len: usize, keys: usize, block: u8) -> (Duration, Duration) {
+    let addrs: Vec<String> = (2..=5)
+        .map(|h| format!("127.78.{block}.{h}:8090"))
+        .collect();
+    let view = addrs.join(",");
+    let mut nodes = Nodes(addrs.iter().map(|a| spawn(a, &view)).collect());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client");
+    for a in &addrs {
+        let deadline = Instant::now() + WAIT;
+        while key_count(&http, a, 0).await.is_none() {
+            assert!(Instant::now() < deadline, "{a} did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let loaded = futures::stream::iter(0..keys)
+        .map(|k| {
+            let (http, url) = (&http, format!("http://{}/kvs/key{k}", addrs[k % 4]));
+            async move {
+                let body = format!(r#"{{"value":"{}","causal-metadata":null}}"#, text(k, len));
+                let r = http.put(url).body(body).send().await.expect("put");
+                r.status().is_success()
+            }
+        })
+        .buffer_unordered(LOADERS)
+        .collect::<Vec<bool>>()
+        .await;
+    assert!(loaded.iter().all(|ok| *ok), "load failed");
+    for a in &addrs {
+        wait_count(&http, a, keys).await;
+    }
+    let _ = nodes.0[3].kill();
+    let _ = nodes.0[3].wait();
+    let t = Instant::now();
+    nodes.0[3] = spawn(&addrs[3], &view);
+    wait_count(&http, &addrs[3], keys).await;
+    let restart = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = Instant::now();
+    let r = http
+        .put(format!("http://{}/shard/reshard", addrs[0]))
+        .json(&json!({"shard-count": 2}))
+        .send()
+        .await
+        .expect("reshard");
+    let reshard = t.elapsed();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let mut total = 0;
+    for s in 0..2 {
+        total += key_count(&http, &addrs[0], s).await.unwrap_or(0);
+    }
+    assert_eq!(total as usize, keys, "keys lost in reshard");
+    (restart, reshard)
+}
+
+/// A StateTransfer server that drains `ReceiveReshardData` streams and does nothing else.
+struct Sink;
+
+type Chunks = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::state_transfer_server::StateTransfer for Sink {
+    type SnapshotStream = Chunks;
+    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<Chunks>, Status> {
+        Err(Status::unimplemented("sink"))
+    }
+    async fn prepare_reshard(&self, _: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
+        Err(Status::unimplemented("sink"))
+    }
+    async fn send_reshard_data(
+        &self,
+        _: Request<pb::ShardMap>,
+    ) -> Result<Response<pb::ReshardDataResponse>, Status> {
+        Err(Status::unimplemented("sink"))
+    }
+    async fn receive_reshard_data(
+        &self,
+        req: Request<Streaming<pb::ReshardBatch>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let mut s = req.into_inner();
+        while let Some(b) = s.next().await {
+            std::hint::black_box(b?);
+        }
+        Ok(Response::new(pb::Ack {}))
+    }
+    async fn commit_reshard(&self, _: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
+        Err(Status::unimplemented("sink"))
+    }
+    async fn abort_reshard(&self, _: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
+        Err(Status::unimplemented("sink"))
+    }
+}
+
+/// Baseline runs per size; the fastest counts (the machine is shared: the best run is the one
+/// least disturbed).
+const BASELINE_RUNS: usize = 3;
+
+/// Loopback copy baseline: one gRPC stream of the same values, byte-bounded batches, no store;
+/// the fastest of [`BASELINE_RUNS`].
+async fn baseline(len: usize, keys: usize, block: u8) -> Duration {
+    let addr: std::net::SocketAddr = format!("127.78.{block}.100:8091").parse().expect("addr");
+    let limit = message_limit(8 << 20);
+    let svc = pb::state_transfer_server::StateTransferServer::new(Sink)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let origin: Arc<str> = Arc::from("127.78.0.2:8090");
+    let writes: Vec<Write> = (0..keys)
+        .map(|k| Write {
+            key: format!("key{k}"),
+            version: Version {
+                generation: 1,
+                origin: origin.clone(),
+                seq: k as u64 + 1,
+                clock: VectorClock::from_entries([(origin.to_string(), k as u64 + 1)]),
+            },
+            value: Some(Arc::from(text(k, len))),
+        })
+        .collect();
+    let msgs: Vec<pb::ReshardBatch> = batches(writes, 4_096)
+        .iter()
+        .map(|b| pb::ReshardBatch {
+            epoch: 1,
+            writes: b.iter().map(write_to_pb).collect(),
+        })
+        .collect();
+    let mut client =
+        pb::state_transfer_client::StateTransferClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect")
+            .max_encoding_message_size(limit);
+    let mut best = Duration::MAX;
+    for _ in 0..BASELINE_RUNS {
+        let msgs = msgs.clone();
+        let t = Instant::now();
+        client
+            .receive_reshard_data(futures::stream::iter(msgs))
+            .await
+            .expect("stream");
+        best = best.min(t.elapsed());
+    }
+    server.abort();
+    best
+}
+
+fn rate(len: usize, keys: usize, d: Duration) -> (f64, f64) {
+    let s = d.as_secs_f64().max(1e-9);
+    ((len * keys) as f64 / 1e6 / s, keys as f64 / s)
+}
+
+fn main() {
+    // `cargo test --all-targets` runs this binary without --bench: a benchmark is not a test.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("big-value benchmark: run it with `cargo bench --bench bigvalues`");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    println!(
+        "| value | keys | store MB | baseline MB/s (keys/s) | restart catch-up MB/s (keys/s) | reshard 1→2 MB/s (keys/s) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, (len, keys)) in SIZES.into_iter().enumerate() {
+        let base = rt.block_on(baseline(len, keys, 40 + i as u8));
+        let (restart, reshard) = rt.block_on(run(len, keys, 40 + i as u8));
+        let (bm, bk) = rate(len, keys, base);
+        let (rm, rk) = rate(len, keys, restart);
+        let (sm, sk) = rate(len, keys, reshard);
+        println!(
+            "| {len} B | {keys} | {:.1} | {bm:.0} ({bk:.0}) | {rm:.1} ({rk:.0}; {:.2}× baseline) | {sm:.1} ({sk:.0}; {:.2}× baseline) |",
+            (len * keys) as f64 / 1e6,
+            rm / bm,
+            sm / bm,
+        );
+    }
+}

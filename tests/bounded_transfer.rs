@@ -1,0 +1,280 @@
+//! Bounded transfer at the level of the cluster layer (issue 19), over a scripted `Peers`: a
+//! cancelled `SendReshardData` frees the one-pull-at-a-time guard, and replication batches a peer
+//! refuses are split until they pass, or dropped to anti-entropy when they never do.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use causalkv::cluster::Node;
+use causalkv::cluster::kv::OpReply;
+use causalkv::cluster::peers::{
+    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
+    SnapshotPart, SnapshotStream,
+};
+use causalkv::config::Config;
+use causalkv::domain::clock::VectorClock;
+use causalkv::domain::shard::{ShardId, ShardMap};
+use causalkv::domain::store::{Version, Write};
+use common::eventually;
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+
+/// A `Peers` that refuses replication batches above `max_batch` writes (as a decode limit
+/// would), and whose first snapshot never answers (a stalled peer).
+#[derive(Default)]
+struct Scripted {
+    max_batch: usize,
+    snapshots: AtomicUsize,
+    accepted: Mutex<Vec<String>>,
+    attempts: Mutex<Vec<usize>>,
+}
+
+fn down<T: Send + 'static>() -> BoxFuture<'static, PeerResult<T>> {
+    Box::pin(async { Err(PeerError::Unreachable("scripted".into())) })
+}
+
+impl Peers for Scripted {
+    fn replicate(&self, _to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+        Box::pin(async move {
+            self.attempts.lock().expect("lock").push(writes.len());
+            if writes.len() > self.max_batch {
+                return Err(PeerError::Refused("OutOfRange: message too large".into()));
+            }
+            let mut acc = self.accepted.lock().expect("lock");
+            acc.extend(writes.into_iter().map(|w| w.key));
+            Ok(())
+        })
+    }
+    fn heartbeat(&self, _: &str, _: u64, _: u64) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
+        down()
+    }
+    fn announce(&self, _: &str, _: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>> {
+        down()
+    }
+    fn view_change(
+        &self,
+        _: &str,
+        _: ChangeKind,
+        _: &str,
+        _: u64,
+    ) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+    fn install_map(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+    fn snapshot(
+        &self,
+        _: &str,
+        generation: u64,
+        _: Option<&VectorClock>,
+    ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
+        let first = self.snapshots.fetch_add(1, Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            let end = SnapshotPart::End {
+                generation,
+                clock: VectorClock::new(),
+            };
+            Ok(stream::iter([Ok(end)]).boxed())
+        })
+    }
+    fn forward(&self, _: &str, _: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
+        down()
+    }
+    fn key_count(&self, _: &str, _: ShardId) -> BoxFuture<'_, PeerResult<u64>> {
+        down()
+    }
+    fn prepare_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+    fn send_reshard_data(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+        down()
+    }
+    fn receive_reshard_data(
+        &self,
+        _: &str,
+        _: u64,
+        _: Vec<Write>,
+    ) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+    fn commit_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+    fn abort_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        down()
+    }
+}
+
+const ME: &str = "127.250.0.2:8090";
+const PEER: &str = "127.250.0.3:8090";
+
+fn node(peers: Arc<Scripted>) -> Node {
+    let cfg = Config::from_vars(|k| match k {
+        "SOCKET_ADDRESS" => Some(ME.into()),
+        "VIEW" => Some(format!("{ME},{PEER}")),
+        "SHARD_COUNT" => Some("1".into()),
+        _ => None,
+    })
+    .expect("config");
+    Node::new(cfg, peers)
+}
+
+fn write(k: usize) -> Write {
+    Write {
+        key: format!("k{k}"),
+        version: Version {
+            generation: 1,
+            origin: ME.into(),
+            seq: k as u64 + 1,
+            clock: VectorClock::from_entries([(ME.to_string(), k as u64 + 1)]),
+        },
+        value: Some(Arc::from("\"v\"")),
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_send_reshard_data_leaves_the_node_able_to_pull() {
+    let peers = Arc::new(Scripted::default());
+    let n = node(peers.clone());
+    assert_eq!(n.sync_sources(), vec![PEER.to_string()]);
+    let map = ShardMap::initial(&[ME.to_string(), PEER.to_string()], 1);
+    // the catch-up pull hangs on the stalled peer; the caller gives up (the gRPC handler's
+    // future is dropped the same way when its client cancels)
+    let r = tokio::time::timeout(Duration::from_millis(300), n.send_reshard_data(map)).await;
+    assert!(r.is_err(), "the call was cancelled mid-way");
+    assert_eq!(peers.snapshots.load(Ordering::SeqCst), 1, "it was pulling");
+    assert!(
+        !n.is_syncing(),
+        "the pull flag was released by the cancellation"
+    );
+    assert!(n.sync_from(PEER).await, "the next pull happens");
+    assert_eq!(peers.snapshots.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn refused_batches_are_split_until_they_pass() {
+    let peers = Arc::new(Scripted {
+        max_batch: 8,
+        ..Scripted::default()
+    });
+    let n = node(peers.clone());
+    for k in 0..100 {
+        n.enqueue(write(k), &[PEER.to_string()]);
+    }
+    eventually(Duration::from_secs(10), "every write delivered", || async {
+        (peers.accepted.lock().expect("lock").len() >= 100).then_some(())
+    })
+    .await;
+    let got: HashSet<String> = peers
+        .accepted
+        .lock()
+        .expect("lock")
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(got.len(), 100, "nothing lost");
+    assert!(
+        n.view().contains(&PEER.to_string()),
+        "a refusal is not a failure of the peer"
+    );
+    assert!(
+        peers.attempts.lock().expect("lock").iter().any(|&a| a > 8),
+        "a batch was refused"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_that_never_passes_falls_back_to_anti_entropy() {
+    let peers = Arc::new(Scripted {
+        max_batch: 0,
+        ..Scripted::default()
+    });
+    let n = node(peers.clone());
+    for k in 0..300 {
+        n.enqueue(write(k), &[PEER.to_string()]);
+    }
+    eventually(Duration::from_secs(10), "the queue is dropped", || async {
+        let singles = peers
+            .attempts
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|&&a| a == 1)
+            .count();
+        (singles >= 1 && n.queue_depth(PEER) == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        n.queue_depth(PEER),
+        0,
+        "nothing is resent after the fallback"
+    );
+    let attempts = peers.attempts.lock().expect("lock").clone();
+    assert_eq!(attempts.first(), Some(&300), "{attempts:?}");
+    assert!(
+        attempts.contains(&1),
+        "split down to single writes first: {attempts:?}"
+    );
+    assert!(
+        attempts.windows(2).all(|w| w[1] <= w[0]),
+        "never resent unchanged: {attempts:?}"
+    );
+    assert!(n.view().contains(&PEER.to_string()));
+}
+
+/// Loopback: node 0's `SendReshardData` is cancelled by its caller while its catch-up pull hangs
+/// on a paused shard peer; later node 0 misses writes while it is itself paused (its peers drop
+/// their queues to it), and it still gets them: only its own pull (anti-entropy) can bring them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cancelled_send_reshard_data_the_node_still_pulls() {
+    use causalkv::rpc::convert::map_to_pb;
+    use causalkv::rpc::pb::state_transfer_client::StateTransferClient;
+    use common::Cluster;
+    use serde_json::{Value, json};
+
+    let c = Cluster::start(3, Some(1), &[]).await;
+    c.pause(1);
+    let map = ShardMap::initial(&c.addrs(), 1);
+    let mut client = StateTransferClient::connect(c.url(0, ""))
+        .await
+        .expect("connect");
+    let mut req = tonic::Request::new(map_to_pb(&map));
+    req.set_timeout(Duration::from_millis(300));
+    let r = tokio::time::timeout(Duration::from_millis(400), client.send_reshard_data(req)).await;
+    assert!(
+        !matches!(r, Ok(Ok(_))),
+        "the call was cancelled before it finished"
+    );
+    c.resume(1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.pause(0);
+    for k in 0..20 {
+        let (s, b) = c.put(1, &format!("p{k}"), json!(k), &Value::Null).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.resume(0);
+    eventually(
+        Duration::from_secs(10),
+        "node 0 pulls what it missed",
+        || async {
+            for k in 0..20 {
+                let (s, b) = c.get(0, &format!("p{k}"), &Value::Null).await;
+                if s != 200 || b["value"] != json!(k) {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
