@@ -260,3 +260,44 @@ async fn forwarding_delete_and_unreachable_owner() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restarted_with_a_view_that_lists_a_later_node_keeps_the_clusters_map() {
+    // Members at .3-.6 (2 shards), then a spare at .2: it sorts first, so a map dealt from a
+    // VIEW that lists it assigns every member differently.
+    let mut c = Cluster::prepare(0, None, &[]);
+    let addrs: Vec<String> = (1..5).map(|i| c.spare_addr(i)).collect();
+    for m in &addrs {
+        c.start_extra(m, &addrs, Some(2)).await;
+    }
+    let spare = c.spare_addr(0);
+    let everyone: Vec<String> = addrs.iter().cloned().chain([spare.clone()]).collect();
+    let s = c.start_extra(&spare, &everyone, None).await;
+    let before: Vec<Vec<String>> = vec![members(&c, 0, 0).await, members(&c, 0, 1).await];
+    assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 4, "{before:?}");
+    let mut m = Value::Null;
+    for k in 0..40 {
+        let (st, b) = c.put_r(k % 4, &format!("key{k}"), json!(k), &m).await;
+        assert_eq!(st, 201, "{b}");
+        m = b["causal-metadata"].clone();
+    }
+    // restart a member the documented way: with the full VIEW, the spare included
+    let victim = 1;
+    c.kill(victim);
+    c.set_env(victim, "VIEW", &everyone.join(","));
+    c.restart(victim).await;
+    for i in 0..5 {
+        let now = vec![members(&c, i, 0).await, members(&c, i, 1).await];
+        assert_eq!(now, before, "node {i} after the restart");
+    }
+    let (_, b) = c.req(s, "GET", "/shard/node-shard-id", None).await;
+    assert_eq!(
+        b["node-shard-id"],
+        Value::Null,
+        "the spare is still a spare"
+    );
+    for k in 0..40 {
+        let (st, b) = c.get_r(victim, &format!("key{k}"), &m).await;
+        assert_eq!((st, &b["value"]), (200, &json!(k)), "key{k}: {b}");
+    }
+}

@@ -70,6 +70,12 @@ impl Node {
             warn!(node = %self.me, waited_s = PEER_WAIT.as_secs(), "no peer of VIEW answered; serving alone");
         }
         self.full_sync().await;
+        // In memory, a restarted node knows its own write numbers only from its peers, and the
+        // one it pulled from may lack its last writes before the crash that another delivered:
+        // numbering on from there would reuse numbers, and those peers would ignore the new
+        // writes as already delivered (nemesis seed 18). A delta from every live member of the
+        // shard first makes it resume above anything they delivered.
+        self.catch_up_with_shard().await;
         let _ = self.ready.send_replace(true);
         let st = self.state();
         let mode = super::shards::Mode::of(&st.map, &self.me);
@@ -89,7 +95,7 @@ impl Node {
             .iter()
             .map(|p| self.peers.announce(p, self.incarnation));
         let replies = join_all(calls).await;
-        let mut best: Option<ShardMap> = None;
+        let mut maps: Vec<ShardMap> = Vec::new();
         let mut answered = targets.is_empty();
         for (peer, reply) in targets.iter().zip(replies) {
             let Ok(reply) = reply else { continue };
@@ -103,14 +109,31 @@ impl Node {
                     }
                 }
             }
-            if reply.map.epoch > best.as_ref().map_or(0, |m| m.epoch) {
-                best = Some(reply.map);
+            if !reply.map.is_replicated() {
+                maps.push(reply.map);
             }
         }
-        if let Some(map) = best {
-            self.install_map(map);
+        if let Some(map) = cluster_map(maps) {
+            self.adopt_start_map(map);
         }
         answered
+    }
+
+    /// Installs the cluster's map heard at start-up. One of the same epoch as ours replaces
+    /// ours too: the map a node deals itself from `VIEW` is only a guess, and a node restarted
+    /// with a `VIEW` that lists nodes added later (as the contract has it restart) deals a
+    /// different map of epoch 1, which would otherwise never yield to the cluster's.
+    fn adopt_start_map(&self, map: ShardMap) {
+        {
+            let mut st = self.state();
+            if map.epoch == st.map.epoch && map.generation == st.map.generation && map != st.map {
+                warn!(node = %self.me, epoch = map.epoch,
+                      "the shard map dealt from VIEW differs from the cluster's; adopting the cluster's");
+                st.map = map;
+                return;
+            }
+        }
+        self.install_map(map);
     }
 
     /// Notices when this process itself did not run for a while (SIGSTOP, a paused VM): the
@@ -402,5 +425,44 @@ impl Node {
     /// Sleeps for one heartbeat period (used by start-up retries).
     pub async fn pause(&self) {
         tokio::time::sleep(self.cfg.heartbeat.min(Duration::from_millis(200))).await;
+    }
+}
+
+/// The map to adopt among those peers answered with: the highest epoch, and among maps of that
+/// epoch the one most peers hold (the first such on a tie).
+fn cluster_map(maps: Vec<ShardMap>) -> Option<ShardMap> {
+    let top = maps.iter().map(|m| m.epoch).max()?;
+    let candidates: Vec<&ShardMap> = maps.iter().filter(|m| m.epoch == top).collect();
+    candidates
+        .iter()
+        .max_by_key(|m| {
+            let votes = candidates.iter().filter(|o| o == m).count();
+            // on a tie in votes, prefer the earlier candidate (max_by_key keeps the last)
+            let first = candidates.iter().position(|o| o == *m).unwrap_or(0);
+            (votes, usize::MAX - first)
+        })
+        .map(|m| (*m).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.10.0.{}:8090", i + 2)).collect()
+    }
+
+    #[test]
+    fn the_cluster_map_is_the_newest_then_the_most_held() {
+        assert_eq!(cluster_map(Vec::new()), None);
+        let a = ShardMap::initial(&nodes(6), 2);
+        let b = ShardMap::initial(&nodes(7), 2); // same epoch, dealt from a longer VIEW
+        let newer = a.with_member(1, "10.10.0.9:8090").expect("member");
+        assert_eq!(
+            cluster_map(vec![b.clone(), a.clone(), a.clone()]),
+            Some(a.clone())
+        );
+        assert_eq!(cluster_map(vec![b.clone(), a.clone()]), Some(b.clone()));
+        assert_eq!(cluster_map(vec![a.clone(), newer.clone(), b]), Some(newer));
     }
 }

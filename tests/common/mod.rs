@@ -194,6 +194,13 @@ impl Cluster {
         self.spawn(i);
     }
 
+    /// Sets (or replaces) one environment variable of node `i` for its next start.
+    pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
+        let env = &mut self.nodes[i].env;
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+
     /// Starts node `i` again with its original environment (full VIEW).
     pub async fn restart(&mut self, i: usize) {
         self.spawn(i);
