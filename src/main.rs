@@ -64,27 +64,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Seeded fault injection against a 2×3 loopback cluster (+ spare); exit 1 unless clean.
-    Nemesis {
-        /// Seed of the fault schedule (same seed, same schedule) and of the address block.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Length of the workload in seconds.
-        #[arg(long, default_value_t = 30)]
-        seconds: u64,
-        /// Number of concurrent client sessions.
-        #[arg(long, default_value_t = 5)]
-        sessions: usize,
-        /// Third octet of the nodes' addresses 127.(30+seed%100).BLOCK.2-8 (251..=254).
-        #[arg(long, default_value_t = 252)]
-        block: u8,
-        /// Write the recorded history (JSON lines) here.
-        #[arg(long)]
-        history: Option<PathBuf>,
-        /// Write each node's log to DIR/<address>.log.
-        #[arg(long)]
-        logs: Option<PathBuf>,
-    },
+    /// Seeded fault injection against a 2×3 loopback cluster (+ spare), one seed or a campaign;
+    /// exit 1 unless every run is clean.
+    Nemesis(causalkv::nemesis::cli::Args),
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
@@ -171,38 +153,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ceiling { listen } => {
             tokio::runtime::Runtime::new()?.block_on(causalkv::ceiling::serve(listen))?;
         }
-        Cmd::Nemesis {
-            seed,
-            seconds,
-            sessions,
-            block,
-            history,
-            logs,
-        } => {
-            anyhow::ensure!((1..=3600).contains(&seconds), "--seconds must be 1..=3600");
-            anyhow::ensure!((1..=64).contains(&sessions), "--sessions must be 1..=64");
-            anyhow::ensure!((251..=254).contains(&block), "--block must be 251..=254");
-            let opts = causalkv::nemesis::Options {
-                seed,
-                seconds,
-                sessions,
-                block,
-                history,
-                logs,
-                exe: std::env::current_exe().context("cannot find own executable")?,
-            };
-            let rt = tokio::runtime::Runtime::new()?;
-            // Ctrl-C drops the run, whose guards kill every node and remove iptables rules.
-            let summary = rt.block_on(async {
-                let _bar = causalkv::progress::timed("nemesis", Duration::from_secs(seconds));
-                tokio::select! {
-                    r = causalkv::nemesis::run(&opts) => r.map_err(anyhow::Error::from),
-                    _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-                }
-            })?;
-            println!("{summary}");
-            if !summary.is_clean() {
-                std::process::exit(1);
+        Cmd::Nemesis(args) => {
+            let code = causalkv::nemesis::cli::main(args)?;
+            if code != 0 {
+                std::process::exit(code);
             }
         }
     }

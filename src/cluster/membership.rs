@@ -209,6 +209,11 @@ impl Node {
         let sync = {
             let mut guard = self.state();
             let st = &mut *guard;
+            if reply.generation == st.replica.generation {
+                let mine = reply.clock.get(&self.me);
+                let known = st.has_mine.entry(peer.to_string()).or_default();
+                *known = (*known).max(mine);
+            }
             let same_shard =
                 st.my_shard(&self.me).is_some() && st.map.shard_of(peer) == st.my_shard(&self.me);
             let usable = reply.admitted

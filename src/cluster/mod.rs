@@ -59,6 +59,9 @@ pub struct State {
     /// Each shard peer's delivered clock at its last heartbeat (anti-entropy compares it with
     /// ours one heartbeat later).
     pub ahead: HashMap<String, VectorClock>,
+    /// Per peer, the most of this node's own writes (of the replica's generation) it ever
+    /// reported delivered in a heartbeat answer: what replication is known to have reached.
+    pub has_mine: HashMap<String, u64>,
     /// When we last heard from each peer (a failed call older than that is not evidence).
     pub last_contact: HashMap<String, Instant>,
     /// When this process last resumed from a stall (SIGSTOP, VM pause): calls in flight across
@@ -200,6 +203,7 @@ impl Node {
             map,
             staging: None,
             ahead: HashMap::new(),
+            has_mine: HashMap::new(),
             last_contact: HashMap::new(),
             stall_end: None,
         };

@@ -83,6 +83,7 @@ impl Node {
                 return false;
             }
             let was = Mode::of(&st.map, &self.me);
+            let generation_before = st.replica.generation;
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
             let need_sync = if map.generation > st.replica.generation {
@@ -119,6 +120,9 @@ impl Node {
             }
             st.map = map;
             st.ahead.clear();
+            if st.replica.generation != generation_before {
+                st.has_mine.clear();
+            }
             (need_sync, new_shard, st.replica.store.live_count(), was)
         };
         let (epoch, mode) = {

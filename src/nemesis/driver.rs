@@ -10,6 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::http::{Reply, call, get_json};
+use super::kills::{KillRecord, own_writes};
 use super::net::Partitions;
 use super::procs::Nodes;
 use super::schedule::{FaultKind, Planned, Step};
@@ -29,8 +30,8 @@ pub struct FaultStats {
     pub injected: BTreeMap<&'static str, usize>,
     /// Planned events that could not be injected, by kind.
     pub skipped: BTreeMap<&'static str, usize>,
-    /// `(ns since t0, address)` of every SIGKILL.
-    pub kills: Vec<(u64, String)>,
+    /// Every SIGKILL, with what the victim reported about its own writes just before.
+    pub kills: Vec<KillRecord>,
     /// Human-readable notes (failed admin requests, skipped partitions).
     pub notes: Vec<String>,
 }
@@ -107,9 +108,14 @@ async fn fault(
     tracing::info!("nemesis: {} {addr} for {hold_ms} ms", kind.name());
     let injected = match kind {
         FaultKind::Kill => {
-            let at = u64::try_from(shared.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let before = own_writes(&addr).await;
+            let at_ns = u64::try_from(shared.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
             nodes.kill(node);
-            stats.kills.push((at, addr.clone()));
+            stats.kills.push(KillRecord {
+                at_ns,
+                addr: addr.clone(),
+                before,
+            });
             tokio::time::sleep(hold).await;
             if let Err(e) = nodes.spawn(node) {
                 stats.notes.push(format!("restart of {addr} failed: {e}"));

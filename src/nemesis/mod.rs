@@ -8,9 +8,13 @@
 //! panic) kills every node and removes every iptables rule. It must never touch an address
 //! outside 127.0.0.0/8.
 
+pub mod campaign;
+pub mod cli;
 pub mod driver;
 pub mod finals;
 pub mod http;
+pub mod kills;
+pub mod losses;
 pub mod net;
 pub mod procs;
 pub mod rng;

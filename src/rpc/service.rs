@@ -200,7 +200,7 @@ impl pb::admin_server::Admin for Services {
                 .liveness
                 .peers()
                 .map(|(a, p)| {
-                    let mine = st.ahead.get(a).map_or(0, |c| c.get(&n.me));
+                    let mine = st.has_mine.get(a).copied().unwrap_or(0);
                     (a.to_string(), p.state.name(), p.incarnation, mine)
                 })
                 .collect();
