@@ -13,5 +13,6 @@ pub mod config;
 pub mod domain;
 pub mod local;
 pub mod nemesis;
+pub mod net;
 pub mod rpc;
 pub mod server;
