@@ -406,3 +406,19 @@ def swarm_steps(env: Env) -> tuple[Swarm, list[Step]]:
                ("sharded stack: shard ids, a PUT at every node and a GET of each at every node", sharded, False),
                ("a killed task is rescheduled under its name and serves the earlier keys", reschedule, False),
                ("swarm.sh down removes the stacks (and the swarm if it created it)", down, False)]
+
+
+# ---------------------------------------------------------------------------------------------
+# k8s (offline: no cluster is needed, and none is started)
+
+
+def k8s_steps(env: Env) -> tuple[None, list[Step]]:
+    """deploy/k8s/validate.sh: schemas, invariants and the checks' self-test (no Docker)."""
+
+    def validate() -> None:
+        out = run([str(DEPLOY / "k8s" / "validate.sh")], dict(os.environ), "deploy/k8s/validate.sh",
+                  timeout=300)
+        last = out.strip().splitlines()[-1] if out.strip() else ""
+        expect(last.endswith(" 0 failed") and not last.startswith("0 passed"), f"validate.sh: {short(last)}")
+
+    return None, [("deploy/k8s manifests: schemas, invariants, self-test (validate.sh)", validate, False)]

@@ -812,7 +812,8 @@ def _orch(name: str) -> Any:
     """The orchestrator scenarios live in orch.py (imported late: it imports from here)."""
     def steps(env: Env) -> Any:
         import orch
-        return {"compose-names": orch.compose_names_steps, "swarm": orch.swarm_steps}[name](env)
+        return {"compose-names": orch.compose_names_steps, "swarm": orch.swarm_steps,
+                "k8s": orch.k8s_steps}[name](env)
     return steps
 
 
@@ -825,11 +826,12 @@ SCENARIOS = {
     "asg3-named": asg3_named_steps,
     "compose-names": _orch("compose-names"),
     "swarm": _orch("swarm"),
+    "k8s": _orch("k8s"),
 }
 # Scenarios on another network than the suite's own (one network at a time on 10.10.0.0/16).
 SEED_SCENARIOS = {"asg3", "asg3-named"}
 DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "asg3", "asg3-named",
-                     "compose-names", "swarm"]
+                     "compose-names", "swarm", "k8s"]
 
 
 def network_of(name: str, env: Env) -> str | None:
