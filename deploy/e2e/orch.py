@@ -168,6 +168,7 @@ class ComposeNames:
         self.vars = {**os.environ, "IMAGE": env.image, "PUBLISH_ADDR": "127.0.0.1",
                      **{f"{n.upper()}_PORT": str(p) for n, p in ports.items()}}
         self.started = False
+        self.placeholder = ""  # a container holding an address (see `back`)
         atexit.register(self.teardown, "atexit")  # idempotent; a last line of defence
 
     def compose(self, *args: str, what: str = "") -> str:
@@ -175,11 +176,11 @@ class ComposeNames:
         return run([*self.cmd, "-p", self.project, "-f", str(NAMES_FILE), *args], self.vars,
                    what or f"docker-compose {' '.join(args)}")
 
-    def container(self, service: str) -> str:
-        out = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+    def container(self, service: str, stopped: bool = False) -> str:
+        out = docker("ps", "-aq" if stopped else "-q", "--filter", f"label=com.docker.compose.project={self.project}",
                      "--filter", f"label=com.docker.compose.service={service}")
         ids = out.split()
-        expect(len(ids) == 1, f"want one running container of {service}, found {ids}")
+        expect(len(ids) == 1, f"want one container of {service}, found {ids}")
         return ids[0]
 
     def ip(self, service: str) -> str:
@@ -206,7 +207,10 @@ class ComposeNames:
                            timeout=CMD_TIMEOUT_S, env=self.vars, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as e:
             print(f"teardown {tag}: docker-compose down: {e}", flush=True)
-        for c in self.leftovers():  # a down that failed half-way
+        if self.placeholder:
+            docker("rm", "-f", self.placeholder, check=False)
+            self.placeholder = ""
+        for c in self.leftovers():  # a down that failed half-way, or the placeholder
             docker("rm", "-f", c, check=False)
         self.started = False
 
@@ -244,7 +248,14 @@ def compose_names_steps(env: Env) -> tuple[ComposeNames, list[Step]]:
 
     def back() -> None:
         # A new container for service carol (as a rescheduled pod): same name, new address.
+        # Docker hands out the lowest free address, i.e. carol's old one again: a placeholder
+        # container takes it first (the image's `ceiling` server on the container's loopback).
+        net = docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
+                     s.container("carol", stopped=True)).strip()
         s.compose("rm", "-f", "-s", "carol", what="docker-compose rm carol")
+        s.placeholder = docker("run", "-d", "--network", net, "--label", env.label, "--label",
+                               f"com.docker.compose.project={s.project}", env.image,
+                               "ceiling", "--listen", "127.0.0.1:9200").strip()
         t0 = time.monotonic()
         s.compose("up", "-d", "--no-deps", "carol", what="docker-compose up -d carol")
         new_ip = s.ip("carol")
@@ -262,7 +273,7 @@ def compose_names_steps(env: Env) -> tuple[ComposeNames, list[Step]]:
         r = c.kv("PUT", "carol", "after", 1)
         expect(r.status == 201, f"PUT at restarted carol: {r}")
         expect_body(c.kv_retry("GET", "alice", "after"), 200, {"value": 1}, "carol's new write at alice")
-        state["detail"] = f"{state['old_ip']} -> {new_ip}"
+        print(f"  carol re-created: {state['old_ip']} -> {new_ip}", flush=True)
 
     def down() -> None:
         s.teardown("compose-names")
