@@ -201,15 +201,15 @@ class ComposeNames:
             save(self.env, tag, "compose", p.stdout + p.stderr)
         except (OSError, subprocess.TimeoutExpired):
             pass
+        if self.placeholder:  # before down: a container still attached keeps the network alive
+            docker("rm", "-f", self.placeholder, check=False)
+            self.placeholder = ""
         try:
             subprocess.run([*self.cmd, "-p", self.project, "-f", str(NAMES_FILE), "--profile", "extra",
                             "down", "-v", "--remove-orphans", "-t", "2"], capture_output=True,
                            timeout=CMD_TIMEOUT_S, env=self.vars, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as e:
             print(f"teardown {tag}: docker-compose down: {e}", flush=True)
-        if self.placeholder:
-            docker("rm", "-f", self.placeholder, check=False)
-            self.placeholder = ""
         for c in self.leftovers():  # a down that failed half-way, or the placeholder
             docker("rm", "-f", c, check=False)
         self.started = False
@@ -279,6 +279,8 @@ def compose_names_steps(env: Env) -> tuple[ComposeNames, list[Step]]:
         s.teardown("compose-names")
         left = s.leftovers()
         expect(not left, f"containers left after down: {left}")
+        nets = docker("network", "ls", "-q", "--filter", f"label=com.docker.compose.project={s.project}").split()
+        expect(not nets, f"networks left after down: {nets}")
 
     return s, [("docker-compose.names.yml: VIEW and SOCKET_ADDRESS by service name, no fixed IPs", config, True),
                ("up by service name: every view lists the three names", up, True),
