@@ -44,9 +44,15 @@ ensure_swarm() {
     case "$(swarm_state)" in
         active) log "using the existing swarm" ;;
         inactive)
+            local gw=created id
+            docker network inspect docker_gwbridge >/dev/null 2>&1 && gw=existed
             log "docker swarm init (single node, on 127.0.0.1)"
             docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 >/dev/null
-            docker node update --label-add "$MARK=created" self >/dev/null
+            id="$(docker info --format '{{.Swarm.NodeID}}')"
+            if ! docker node update --label-add "$MARK=created" --label-add "$MARK.gwbridge=$gw" "$id" >/dev/null; then
+                docker swarm leave --force >/dev/null 2>&1 || true
+                die "could not label the new swarm node; left the swarm again"
+            fi
             ;;
         *) die "this Docker daemon's swarm state is '$(swarm_state)'; fix it by hand" ;;
     esac
@@ -89,14 +95,23 @@ down() {
     for kind in repl shard; do
         if docker stack ls --format '{{.Name}}' 2>/dev/null | grep -qx "$PREFIX-$kind"; then
             log "docker stack rm $PREFIX-$kind"
-            docker stack rm "$PREFIX-$kind" >/dev/null
+            # It may fail to remove the network while tasks still stop: removed below, once they are gone.
+            docker stack rm "$PREFIX-$kind" >/dev/null 2>&1 || true
             stacks+=("$PREFIX-$kind")
         fi
     done
     ((${#stacks[@]})) || log "no $PREFIX stack deployed"
     deadline=$((SECONDS + 60))
+    local st net
     for st in ${stacks[@]+"${stacks[@]}"}; do
-        while [[ -n "$(docker ps -aq --filter "label=com.docker.stack.namespace=$st")$(docker network ls -q --filter "label=com.docker.stack.namespace=$st")" ]]; do
+        while :; do
+            docker service ls -q --filter "label=com.docker.stack.namespace=$st" | xargs -r docker service rm >/dev/null 2>&1 || true
+            if [[ -z "$(docker ps -aq --filter "label=com.docker.stack.namespace=$st")" ]]; then
+                for net in $(docker network ls -q --filter "label=com.docker.stack.namespace=$st"); do
+                    docker network rm "$net" >/dev/null 2>&1 || true
+                done
+                [[ -z "$(docker network ls -q --filter "label=com.docker.stack.namespace=$st")" ]] && break
+            fi
             ((SECONDS < deadline)) || { log "warning: $st not fully removed after 60s"; break; }
             sleep 1
         done
@@ -105,8 +120,14 @@ down() {
         if [[ -n "$(docker service ls -q 2>/dev/null)" ]]; then
             log "the swarm was created by up, but other services run on it: not leaving it"
         else
+            local gw
+            gw="$(docker node inspect self --format "{{index .Spec.Labels \"$MARK.gwbridge\"}}" 2>/dev/null || true)"
             log "docker swarm leave --force (up created this swarm)"
             docker swarm leave --force >/dev/null
+            # swarm init created docker_gwbridge; leaving keeps it: remove it if it was ours.
+            if [[ "$gw" == created ]]; then
+                docker network rm docker_gwbridge >/dev/null 2>&1 || log "docker_gwbridge still in use: kept"
+            fi
         fi
     elif [[ "$(swarm_state)" == active ]]; then
         log "the swarm existed before up: left as it is"

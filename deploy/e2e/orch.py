@@ -330,15 +330,21 @@ class Swarm:
                           check=False).split()
         return ids
 
+    def save_logs(self, tag: str) -> None:
+        logs = []
+        for cid in self.containers():
+            try:
+                p = subprocess.run(["docker", "logs", cid], capture_output=True, text=True,
+                                   timeout=30, stdin=subprocess.DEVNULL)
+                logs.append(f"=== {cid}\n{p.stdout}{p.stderr}")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                logs.append(f"=== {cid}: {e}")
+        save(self.env, tag, "swarm", "\n".join(logs))
+
     def teardown(self, tag: str) -> None:
         if not self.deployed:
             return
-        logs = []
-        for cid in self.containers():
-            p = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, timeout=30,
-                               stdin=subprocess.DEVNULL)
-            logs.append(f"=== {cid}\n{p.stdout}{p.stderr}")
-        save(self.env, tag, "swarm", "\n".join(logs))
+        self.save_logs(tag)
         try:
             subprocess.run([str(SWARM_SH), "down"], capture_output=True, timeout=CMD_TIMEOUT_S,
                            env=self.vars, stdin=subprocess.DEVNULL)
@@ -359,6 +365,7 @@ def swarm_steps(env: Env) -> tuple[Swarm, list[Step]]:
     def up() -> None:
         ports_free(list(c.ports.values()), every_interface=True)
         s.state_before = swarm_state()
+        state["gwbridge_before"] = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$").strip())
         expect(s.state_before in ("active", "inactive"), f"swarm state is {s.state_before!r}")
         s.deployed = True
         s.sh("up", what="swarm.sh up")
@@ -406,6 +413,7 @@ def swarm_steps(env: Env) -> tuple[Swarm, list[Step]]:
         state["took"] = time.monotonic() - t0
 
     def down() -> None:
+        s.save_logs("swarm")
         s.sh("down", what="swarm.sh down")
         s.deployed = False
         left = s.containers()
@@ -413,6 +421,8 @@ def swarm_steps(env: Env) -> tuple[Swarm, list[Step]]:
         after = swarm_state()
         expect(after == s.state_before,
                f"swarm state {s.state_before!r} before up, {after!r} after down")
+        gw = bool(docker("network", "ls", "-q", "--filter", "name=^docker_gwbridge$").strip())
+        expect(gw == state["gwbridge_before"], f"docker_gwbridge existed: {state['gwbridge_before']} before, {gw} after")
 
     return s, [("swarm.sh up: replicated and sharded stacks serve, views by service name", up, True),
                ("replicated stack: value flow, a PUT at every node and a GET of each at every node", replicated, False),
