@@ -177,3 +177,54 @@ async fn named_sharded_cluster_routes_by_name() {
     }
     assert_eq!(sorted(members), sorted(nc.names.clone()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_yet_is_retried_not_fatal() {
+    // carol is in everyone's VIEW but her name does not resolve (a pod not scheduled yet)
+    let mut nc = NamedCluster::prepare(3, REPLICATED);
+    let carol = 2;
+    nc.hide(carol, true);
+    nc.c.spawn(0);
+    nc.c.spawn(1);
+    nc.c.wait_up(0, Duration::from_secs(20)).await;
+    nc.c.wait_up(1, Duration::from_secs(20)).await;
+    let two = sorted(vec![nc.names[0].clone(), nc.names[1].clone()]);
+    for i in 0..2 {
+        let c = &nc.c;
+        eventually(
+            Duration::from_secs(5),
+            "unresolvable carol out of the view",
+            || async { (c.view(i).await == two).then_some(()) },
+        )
+        .await;
+    }
+    let (s, b) =
+        nc.c.put(0, "early", json!("before carol"), &Value::Null)
+            .await;
+    assert_eq!(s, 201, "{b}");
+    let meta = b["causal-metadata"].clone();
+    // a few failed lookups later both nodes still run and serve
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, b) = nc.c.get_r(1, "early", &meta).await;
+    assert_eq!((s, &b["value"]), (200, &json!("before carol")), "{b}");
+    // the name appears, carol starts: in every view and serving within 5 s
+    nc.hide(carol, false);
+    let started = Instant::now();
+    nc.c.spawn(carol);
+    nc.c.wait_up(carol, Duration::from_secs(5)).await;
+    let all = sorted(nc.names.clone());
+    for i in 0..3 {
+        let c = &nc.c;
+        eventually(Duration::from_secs(5), "carol in every view", || async {
+            (c.view(i).await == all).then_some(())
+        })
+        .await;
+    }
+    let (s, b) = nc.c.get(carol, "early", &meta).await;
+    assert_eq!((s, &b["value"]), (200, &json!("before carol")), "{b}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

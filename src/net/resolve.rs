@@ -8,12 +8,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::system_conf::parse_resolv_conf;
 use tokio::sync::OnceCell;
 
 use super::addr::{AddrError, NodeAddr};
@@ -33,6 +35,12 @@ const MAX_CACHE_ENTRIES: usize = 1024;
 pub const HOSTS_FILE_ENV: &str = "CKV_HOSTS_FILE";
 /// The system hosts file.
 const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
+/// Environment variable naming the resolver configuration to read instead of
+/// `/etc/resolv.conf` (a test and ops knob: loopback tests point it at an empty file, so a name
+/// missing from their hosts file never becomes a DNS query leaving the machine).
+pub const RESOLV_CONF_ENV: &str = "CKV_RESOLV_CONF";
+/// The system resolver configuration.
+const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Why an address could not be resolved.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,18 +59,28 @@ pub enum ResolveError {
 /// A resolver with a hosts file, DNS from `/etc/resolv.conf`, and a short cache.
 pub struct Resolver {
     hosts_file: PathBuf,
+    resolv_conf: PathBuf,
     dns: OnceCell<Option<TokioResolver>>,
     cache: Mutex<HashMap<String, (Instant, Vec<SocketAddr>)>>,
 }
 
 impl Resolver {
     /// A resolver that reads `hosts_file` (re-read on every cache miss, so edits take effect).
+    /// DNS comes from `/etc/resolv.conf` unless [`Resolver::with_resolv_conf`] says otherwise.
     pub fn new(hosts_file: impl Into<PathBuf>) -> Self {
         Self {
             hosts_file: hosts_file.into(),
+            resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
             dns: OnceCell::new(),
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads the DNS configuration from `path` (read once, at the first DNS lookup); a missing
+    /// file, or one naming no name server, means the hosts file only.
+    pub fn with_resolv_conf(mut self, path: impl Into<PathBuf>) -> Self {
+        self.resolv_conf = path.into();
+        self
     }
 
     /// Socket addresses of `addr` (`IP:PORT` or `HOST:PORT`), hosts-file answers first.
@@ -113,10 +131,12 @@ impl Resolver {
         if !from_file.is_empty() {
             return Ok(from_file);
         }
-        let Some(dns) = self.dns.get_or_init(|| async { dns_resolver() }).await else {
+        let conf = &self.resolv_conf;
+        let Some(dns) = self.dns.get_or_init(|| async { dns_resolver(conf) }).await else {
             return Err(format!(
-                "not in {} and no DNS configuration",
-                self.hosts_file.display()
+                "not in {} and no name server in {}",
+                self.hosts_file.display(),
+                conf.display()
             ));
         };
         let found = dns.lookup_ip(host).await.map_err(|e| e.to_string())?;
@@ -128,17 +148,26 @@ impl Resolver {
     }
 }
 
-/// DNS from `/etc/resolv.conf` (search domains and ndots included, as Kubernetes sets them);
-/// `None` when there is no usable configuration. The hosts file is ours, not hickory's, and
-/// hickory's own cache is capped at [`CACHE_TTL`] so a changed record is seen at once.
-fn dns_resolver() -> Option<TokioResolver> {
-    let mut builder = match TokioResolver::builder_tokio() {
-        Ok(b) => b,
+/// DNS from a resolv.conf (search domains and ndots included, as Kubernetes sets them); `None`
+/// when there is no usable configuration. The hosts file is ours, not hickory's, and hickory's
+/// own cache is capped at [`CACHE_TTL`] so a changed record is seen at once.
+fn dns_resolver(resolv_conf: &Path) -> Option<TokioResolver> {
+    let parsed = std::fs::read(resolv_conf)
+        .map_err(|e| e.to_string())
+        .and_then(|text| parse_resolv_conf(text).map_err(|e| e.to_string()));
+    let (config, opts) = match parsed {
+        Ok((c, _)) if c.name_servers().is_empty() => {
+            tracing::info!(file = %resolv_conf.display(), "no name server: host names resolve from the hosts file only");
+            return None;
+        }
+        Ok(found) => found,
         Err(e) => {
-            tracing::warn!(error = %e, "no DNS configuration; host names resolve from the hosts file only");
+            tracing::warn!(file = %resolv_conf.display(), error = %e, "no DNS configuration: host names resolve from the hosts file only");
             return None;
         }
     };
+    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+    *builder.options_mut() = opts;
     let opts = builder.options_mut();
     opts.use_hosts_file = ResolveHosts::Never;
     opts.timeout = DNS_TIMEOUT;
@@ -172,15 +201,19 @@ pub fn hosts_lookup(text: &str, host: &str) -> Vec<IpAddr> {
     out
 }
 
-/// The process-wide resolver: hosts file from `CKV_HOSTS_FILE`, else `/etc/hosts`.
+/// The process-wide resolver: hosts file from `CKV_HOSTS_FILE` (else `/etc/hosts`), DNS
+/// configuration from `CKV_RESOLV_CONF` (else `/etc/resolv.conf`).
 pub fn global() -> &'static Resolver {
     static GLOBAL: OnceLock<Resolver> = OnceLock::new();
     GLOBAL.get_or_init(|| {
-        let path = std::env::var(HOSTS_FILE_ENV)
-            .ok()
-            .filter(|p| !p.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_HOSTS_FILE.to_string());
-        Resolver::new(path)
+        let var = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        Resolver::new(var(HOSTS_FILE_ENV, DEFAULT_HOSTS_FILE))
+            .with_resolv_conf(var(RESOLV_CONF_ENV, DEFAULT_RESOLV_CONF))
     })
 }
 
@@ -259,5 +292,24 @@ mod tests {
             Err(ResolveError::Addr(AddrError::NoPort(_)))
         ));
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn unknown_name_without_name_server_is_not_found() {
+        let hosts = temp_hosts("nf", "127.44.0.2 alice\n");
+        let conf = temp_hosts("nf-resolv", "# no nameserver line\nsearch example\n");
+        let r = Resolver::new(&hosts).with_resolv_conf(&conf);
+        assert!(matches!(
+            r.resolve("carol:8090").await,
+            Err(ResolveError::NotFound(..))
+        ));
+        // once the name appears (a pod got scheduled) it resolves: failures are not cached
+        std::fs::write(&hosts, "127.44.0.2 alice\n127.44.0.4 carol\n").unwrap();
+        assert_eq!(
+            r.resolve("carol:8090").await.unwrap(),
+            vec!["127.44.0.4:8090".parse().unwrap()]
+        );
+        let _ = std::fs::remove_file(&hosts);
+        let _ = std::fs::remove_file(&conf);
     }
 }
