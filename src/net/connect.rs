@@ -1,6 +1,7 @@
 //! The TCP connector of a gRPC channel to a peer named by host name: every (re)connection
 //! resolves the name again (cache of a couple of seconds), so a peer that came back under the
-//! same name with a new IP is found; a failed connection drops the cached answer. Peers given
+//! same name with a new IP is found; a failed connection drops the cached answer and, if a fresh
+//! lookup answers differently, tries the new address at once. Peers given
 //! as IP literals do not use this (tonic's own connector serves them).
 
 use std::io;
@@ -36,11 +37,34 @@ async fn connect(
     source: Option<IpAddr>,
     per_address: Duration,
 ) -> io::Result<TokioIo<TcpStream>> {
-    let targets = super::resolve(addr)
-        .await
-        .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e.to_string()))?;
+    let not_found = |e: super::ResolveError| io::Error::new(io::ErrorKind::NotFound, e.to_string());
+    let targets = super::resolve(addr).await.map_err(not_found)?;
+    let last = match try_all(addr, &targets, source, per_address).await {
+        Ok(stream) => return Ok(stream),
+        Err(e) => e,
+    };
+    // The name may point elsewhere now (a restarted pod, and the answer was cached): look it up
+    // afresh, and try again at once if the answer changed.
+    super::forget(addr);
+    let fresh = super::resolve(addr).await.map_err(not_found)?;
+    if fresh == targets {
+        return Err(last);
+    }
+    let stream = try_all(addr, &fresh, source, per_address).await;
+    if stream.is_err() {
+        super::forget(addr);
+    }
+    stream
+}
+
+async fn try_all(
+    addr: &str,
+    targets: &[SocketAddr],
+    source: Option<IpAddr>,
+    per_address: Duration,
+) -> io::Result<TokioIo<TcpStream>> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{addr}: no address"));
-    for target in targets {
+    for &target in targets {
         match tokio::time::timeout(per_address, connect_one(target, source)).await {
             Ok(Ok(stream)) => return Ok(TokioIo::new(stream)),
             Ok(Err(e)) => last = io::Error::new(e.kind(), format!("{addr} ({target}): {e}")),
@@ -52,8 +76,6 @@ async fn connect(
             }
         }
     }
-    // The name may point elsewhere now (a restarted pod): look it up afresh next time.
-    super::forget(addr);
     Err(last)
 }
 
