@@ -812,7 +812,8 @@ def _orch(name: str) -> Any:
     """The orchestrator scenarios live in orch.py (imported late: it imports from here)."""
     def steps(env: Env) -> Any:
         import orch
-        return {"compose-names": orch.compose_names_steps, "swarm": orch.swarm_steps,
+        import orch_swarm
+        return {"compose-names": orch.compose_names_steps, "swarm": orch_swarm.swarm_steps,
                 "k8s": orch.k8s_steps}[name](env)
     return steps
 
