@@ -26,6 +26,11 @@ pub const CACHE_TTL: Duration = Duration::from_secs(2);
 /// Bound on one DNS query attempt (the orchestrator's DNS answers in milliseconds; a resolver
 /// that does not answer must not stall a connection attempt for long).
 const DNS_TIMEOUT: Duration = Duration::from_millis(800);
+/// DNS attempts per query: one retry covers a dropped UDP packet.
+const DNS_ATTEMPTS: usize = 2;
+/// How long "no such name" is remembered by the DNS client: short, since a pod being scheduled
+/// gets its record within seconds (this module itself never caches a failure).
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// Bound on the whole lookup of one name, all attempts and search domains included.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Cached names at most (a cluster has a handful of nodes; this only bounds a misuse).
@@ -171,9 +176,9 @@ fn dns_resolver(resolv_conf: &Path) -> Option<TokioResolver> {
     let opts = builder.options_mut();
     opts.use_hosts_file = ResolveHosts::Never;
     opts.timeout = DNS_TIMEOUT;
-    opts.attempts = 2;
+    opts.attempts = DNS_ATTEMPTS;
     opts.positive_max_ttl = Some(CACHE_TTL);
-    opts.negative_max_ttl = Some(Duration::from_secs(1));
+    opts.negative_max_ttl = Some(NEGATIVE_TTL);
     match builder.build() {
         Ok(r) => Some(r),
         Err(e) => {
