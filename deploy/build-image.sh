@@ -13,8 +13,8 @@
 #
 # glibc static linking is used (no musl target needed): -C target-feature=+crt-static with an
 # explicit --target, so the flag applies to the binary only and not to build scripts/proc-macros.
-# Requires libc6-dev (its static libc.a). A statically linked glibc cannot load NSS modules, so
-# inside this image node addresses must be IP literals (they are, in the documented deployment).
+# Requires libc6-dev (its static libc.a). A statically linked glibc cannot load NSS modules; causalkv
+# resolves host names with its own pure-Rust resolver (hosts file + /etc/resolv.conf), so names work.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

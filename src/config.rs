@@ -1,9 +1,12 @@
-//! Node configuration from environment variables (`SOCKET_ADDRESS`, `VIEW`, `SHARD_COUNT`, and
-//! the `CKV_*` tuning knobs). Parsing is a pure function of a variable lookup, so it is tested
+//! Node configuration from environment variables (`SOCKET_ADDRESS`, `VIEW`, `SHARD_COUNT`,
+//! `LISTEN_ADDRESS` and the `CKV_*` tuning knobs). Addresses are `IP:PORT` or `HOST:PORT`; names
+//! are only checked for syntax here (they are resolved when connecting, see `net::resolve`). Parsing is a pure function of a variable lookup, so it is tested
 //! without touching the process environment.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::net::NodeAddr;
 
 /// Default heartbeat period: a killed peer is noticed within one period (refused connection),
 /// a paused one within period + RPC timeout; both far inside the 5 s the contract allows.
@@ -28,9 +31,10 @@ pub const DEFAULT_LEGACY_WAIT_MS: u64 = 30_000;
 /// Everything a node needs to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// This node's own address as others reach it (`IP:PORT`); its identity.
+    /// This node's own address as others reach it (`IP:PORT` or `HOST:PORT`); its identity.
     pub socket_address: String,
-    /// Where to bind (defaults to `socket_address`).
+    /// Where to bind: `LISTEN_ADDRESS`, else `socket_address` when it is an IP literal, else
+    /// `0.0.0.0:PORT` (a host name cannot be bound).
     pub listen_address: SocketAddr,
     /// Every node running at start-up, this one included.
     pub view: Vec<String>,
@@ -96,12 +100,20 @@ impl Config {
         let socket_address = get("SOCKET_ADDRESS")
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| err("SOCKET_ADDRESS", "required (IP:PORT of this node)"))?;
-        let own: SocketAddr = socket_address
-            .parse()
-            .map_err(|_| err("SOCKET_ADDRESS", format!("not IP:PORT: {socket_address:?}")))?;
+            .ok_or_else(|| {
+                err(
+                    "SOCKET_ADDRESS",
+                    "required (IP:PORT or HOST:PORT of this node)",
+                )
+            })?;
+        let own = NodeAddr::parse(&socket_address)
+            .map_err(|e| err("SOCKET_ADDRESS", format!("not IP:PORT or HOST:PORT: {e}")))?;
         let listen_address = match get("LISTEN_ADDRESS").filter(|s| !s.trim().is_empty()) {
-            None => own,
+            None => match own {
+                NodeAddr::Ip(sa) => sa,
+                // A name is resolved by others; we cannot bind it, so listen on every interface.
+                NodeAddr::Name { port, .. } => SocketAddr::from(([0, 0, 0, 0], port)),
+            },
             Some(s) => s
                 .trim()
                 .parse()
@@ -113,8 +125,8 @@ impl Config {
             if part.is_empty() {
                 continue;
             }
-            part.parse::<SocketAddr>()
-                .map_err(|_| err("VIEW", format!("not IP:PORT: {part:?}")))?;
+            NodeAddr::parse(part)
+                .map_err(|e| err("VIEW", format!("not IP:PORT or HOST:PORT: {e}")))?;
             if !view.iter().any(|v| v == part) {
                 view.push(part.to_string());
             }
@@ -195,6 +207,34 @@ mod tests {
         assert_eq!(c.listen_address.to_string(), "0.0.0.0:8090");
         assert_eq!(c.grace, Duration::from_millis(500));
         assert!(c.legacy_strings);
+    }
+
+    #[test]
+    fn host_names() {
+        let c = cfg(&[
+            ("SOCKET_ADDRESS", "alice:8090"),
+            ("VIEW", "alice:8090,bob:8090,10.10.0.4:8090,[fd00::5]:8090"),
+        ])
+        .unwrap();
+        assert_eq!(c.socket_address, "alice:8090");
+        assert_eq!(
+            c.view,
+            vec!["alice:8090", "bob:8090", "10.10.0.4:8090", "[fd00::5]:8090"]
+        );
+        assert_eq!(c.listen_address.to_string(), "0.0.0.0:8090");
+        let c = cfg(&[
+            ("SOCKET_ADDRESS", "kv-0.kv.default.svc.cluster.local:7000"),
+            ("LISTEN_ADDRESS", "127.0.0.9:7000"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen_address.to_string(), "127.0.0.9:7000");
+        assert_eq!(c.view, vec!["kv-0.kv.default.svc.cluster.local:7000"]);
+        let e = cfg(&[("SOCKET_ADDRESS", "alice")]).unwrap_err();
+        assert_eq!(e.var, "SOCKET_ADDRESS");
+        let e = cfg(&[("SOCKET_ADDRESS", "alice:1"), ("VIEW", "alice:1,bob:x")]).unwrap_err();
+        assert_eq!(e.var, "VIEW");
+        let e = cfg(&[("SOCKET_ADDRESS", "alice:1"), ("LISTEN_ADDRESS", "bob:1")]).unwrap_err();
+        assert_eq!(e.var, "LISTEN_ADDRESS");
     }
 
     #[test]

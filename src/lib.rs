@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod local;
 pub mod nemesis;
+pub mod net;
 pub mod ops;
 pub mod progress;
 pub mod rpc;

@@ -121,7 +121,9 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let peers = Arc::new(
-        GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout).with_max_value(cfg.max_value_bytes),
+        GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout)
+            .with_max_value(cfg.max_value_bytes)
+            .with_source_ip(cfg.listen_address.ip()),
     );
     let listen = cfg.listen_address;
     let listener = TcpListener::bind(listen)

@@ -7,14 +7,16 @@ runs the documented scenarios and prints one PASS/FAIL line per check, then `N p
 The replication-only scenarios (asg3, asg3-named) use the assignment-3 seed's exact form instead:
 network asg3net on 10.10.0.0/16, `docker run --rm -p 8082:8090 ...` (host ports 8082.. on every
 interface), no SHARD_COUNT, and for asg3 no --name. Each scenario gets a fresh network, removed
-after it, so scenarios on the same subnet run one after the other.
+after it, so scenarios on the same subnet run one after the other. The orchestrator scenarios
+(compose-names, swarm, k8s; deploy/e2e/orch.py) name nodes by host name and manage their own
+compose project / swarm stacks (host ports --port-base+100.., +200..), removed after each.
 Exit status 0 only if every check passed; 2 if it refused to start.
 
 It refuses to start if its network, any of its containers, or any network on an overlapping
 subnet (e.g. asg4net from deploy/cluster.sh) exists, and removes everything it created on every
 way out: normal end, failure, exception, SIGINT/SIGTERM/SIGHUP, its own time limit.
 
-Usage: python3 deploy/e2e/run.py [--scenario grpc,replicated,sharded,asg3,asg3-named] [--image IMG] ...
+Usage: python3 deploy/e2e/run.py [--scenario grpc,replicated,sharded,asg3,asg3-named,compose-names,swarm,k8s] [--image IMG] ...
 """
 
 from __future__ import annotations

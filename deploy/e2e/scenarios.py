@@ -808,6 +808,16 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
+def _orch(name: str) -> Any:
+    """The orchestrator scenarios live in orch.py (imported late: it imports from here)."""
+    def steps(env: Env) -> Any:
+        import orch
+        import orch_swarm
+        return {"compose-names": orch.compose_names_steps, "swarm": orch_swarm.swarm_steps,
+                "k8s": orch.k8s_steps}[name](env)
+    return steps
+
+
 SCENARIOS = {
     "compose": compose_steps,
     "grpc": grpc_steps,
@@ -815,10 +825,14 @@ SCENARIOS = {
     "sharded": sharded_steps,
     "asg3": asg3_steps,
     "asg3-named": asg3_named_steps,
+    "compose-names": _orch("compose-names"),
+    "swarm": _orch("swarm"),
+    "k8s": _orch("k8s"),
 }
 # Scenarios on another network than the suite's own (one network at a time on 10.10.0.0/16).
 SEED_SCENARIOS = {"asg3", "asg3-named"}
-DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "asg3", "asg3-named"]
+DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "asg3", "asg3-named",
+                     "compose-names", "swarm", "k8s"]
 
 
 def network_of(name: str, env: Env) -> str | None:
@@ -836,6 +850,15 @@ def run_scenario(name: str, env: Env, report: Report, grpcurl: str | None, verbo
     if cluster is None:  # nothing to start (compose)
         print(f"--- scenario {name} ---", flush=True)
         report.run_steps(name, steps, verbose)
+        return
+    if getattr(cluster, "self_managed", False):  # compose project / swarm stacks of its own
+        t0 = time.monotonic()
+        print(f"--- scenario {name} ---", flush=True)
+        try:
+            report.run_steps(name, steps, verbose)
+        finally:
+            cluster.teardown(name)
+            print(f"--- scenario {name}: {time.monotonic() - t0:.0f}s ---", flush=True)
         return
     t0 = time.monotonic()
     env.create_network(network_of(name, env))

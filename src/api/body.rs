@@ -42,11 +42,13 @@ pub fn metadata_token(obj: &Map<String, Value>) -> Option<&str> {
     }
 }
 
-/// The `socket-address` field, validated as `IP:PORT`.
+/// The `socket-address` field, validated as `IP:PORT` or `HOST:PORT` (not resolved here).
 pub fn socket_address(obj: &Map<String, Value>) -> Result<String, String> {
     match obj.get("socket-address") {
-        Some(Value::String(s)) if s.parse::<std::net::SocketAddr>().is_ok() => Ok(s.clone()),
-        Some(Value::String(s)) => Err(format!("socket-address is not IP:PORT: {s:?}")),
+        Some(Value::String(s)) if crate::net::NodeAddr::parse(s).is_ok() => {
+            Ok(s.trim().to_string())
+        }
+        Some(Value::String(s)) => Err(format!("socket-address is not IP:PORT or HOST:PORT: {s:?}")),
         _ => Err("Request does not specify a socket-address".into()),
     }
 }

@@ -29,6 +29,8 @@ use crate::cluster::peers::{
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::Write;
+use crate::net::NodeAddr;
+use crate::net::connect::name_connector;
 
 /// Connection attempts give up after this; a refused port fails at once anyway.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -40,6 +42,7 @@ pub struct GrpcPeers {
     me: String,
     timeout: Duration,
     max_message: usize,
+    source_ip: Option<IpAddr>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -78,6 +81,7 @@ impl GrpcPeers {
             me: me.to_string(),
             timeout,
             max_message: message_limit(crate::config::DEFAULT_MAX_VALUE_BYTES),
+            source_ip: loopback_ip(me),
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -88,6 +92,15 @@ impl GrpcPeers {
         self
     }
 
+    /// Connects from `ip` when it is a loopback address (a node named by host name that listens
+    /// on a 127.x address, as in the loopback tests); otherwise the kernel's choice stands.
+    pub fn with_source_ip(mut self, ip: IpAddr) -> Self {
+        if ip.is_loopback() {
+            self.source_ip = Some(ip);
+        }
+        self
+    }
+
     fn channel(&self, to: &str) -> PeerResult<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(to) {
@@ -95,16 +108,24 @@ impl GrpcPeers {
         }
         let endpoint = Endpoint::from_shared(format!("http://{to}"))
             .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
             // On loopback, connect from our own 127.x address, as a container would from its
             // IP: the kernel would otherwise pick 127.0.0.1, and a partition by address (the
             // nemesis' iptables rules) could not cut our outgoing traffic. Elsewhere the
             // kernel's choice stands (our address may not be bindable behind NAT).
-            .local_address(loopback_ip(&self.me))
+            .local_address(self.source_ip)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let channel = endpoint.connect_lazy();
+        // A peer named by host name is resolved on every (re)connection (net::connect); an IP
+        // literal goes through tonic's own connector exactly as before.
+        let channel = match NodeAddr::parse(to) {
+            Ok(a) if a.is_name() => endpoint.connect_with_connector_lazy(name_connector(
+                to,
+                self.source_ip,
+                CONNECT_TIMEOUT,
+            )),
+            _ => endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy(),
+        };
         channels.insert(to.to_string(), channel.clone());
         Ok(channel)
     }

@@ -432,3 +432,123 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// A loopback cluster whose nodes are known by host name (`alice:8090`, `bob:8090`, …): a hosts
+/// file of its own (`CKV_HOSTS_FILE`) maps each name to the node's 127.x address, which the node
+/// listens on (`LISTEN_ADDRESS`). `SOCKET_ADDRESS` and `VIEW` hold only names. The test talks to
+/// the nodes by IP (`Cluster::url`); the nodes talk to each other by name. Their DNS
+/// configuration (`CKV_RESOLV_CONF`) names no server, so a name missing from the hosts file fails
+/// to resolve without any query leaving the machine.
+pub struct NamedCluster {
+    pub c: Cluster,
+    /// `name:8090` of each node, its identity.
+    pub names: Vec<String>,
+    /// The hosts file the nodes read.
+    pub hosts: std::path::PathBuf,
+    ips: Vec<String>,
+    /// Nodes left out of the hosts file (a pod not scheduled yet).
+    hidden: Vec<bool>,
+    resolv: std::path::PathBuf,
+}
+
+/// Host names of named-cluster nodes, in order.
+pub const NODE_NAMES: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
+
+impl NamedCluster {
+    /// Configures and starts `n` named nodes (see [`NamedCluster`]), waiting until each serves.
+    pub async fn start(n: usize, shards: Option<u32>) -> NamedCluster {
+        let mut nc = Self::prepare(n, shards);
+        for i in 0..n {
+            nc.c.spawn(i);
+        }
+        for i in 0..n {
+            nc.c.wait_up(i, Duration::from_secs(20)).await;
+        }
+        nc
+    }
+
+    /// Configures `n` named nodes and writes the hosts file, starting none.
+    pub fn prepare(n: usize, shards: Option<u32>) -> NamedCluster {
+        let mut c = Cluster::prepare(n, shards, &[]);
+        let names: Vec<String> = (0..n).map(|i| format!("{}:8090", NODE_NAMES[i])).collect();
+        let ips: Vec<String> = (0..n).map(|i| format!("{}.{}", c.base, i + 2)).collect();
+        let tag = c.base.replace('.', "-");
+        let hosts = std::env::temp_dir().join(format!("ckv-names-{tag}.hosts"));
+        let resolv = std::env::temp_dir().join(format!("ckv-names-{tag}.resolv"));
+        std::fs::write(
+            &resolv,
+            "# no name server: names come from the hosts file only\n",
+        )
+        .expect("write resolv.conf");
+        for (i, node) in c.nodes.iter_mut().enumerate() {
+            node.addr = format!("{}:8090", ips[i]);
+            for (k, v) in node.env.iter_mut() {
+                match k.as_str() {
+                    "SOCKET_ADDRESS" => *v = names[i].clone(),
+                    "VIEW" => *v = names.join(","),
+                    _ => {}
+                }
+            }
+            node.env
+                .push(("LISTEN_ADDRESS".into(), format!("{}:8090", ips[i])));
+            node.env
+                .push(("CKV_HOSTS_FILE".into(), hosts.display().to_string()));
+            node.env
+                .push(("CKV_RESOLV_CONF".into(), resolv.display().to_string()));
+        }
+        let nc = NamedCluster {
+            c,
+            names,
+            hosts,
+            ips,
+            hidden: vec![false; n],
+            resolv,
+        };
+        nc.write_hosts();
+        nc
+    }
+
+    /// Leaves node `i` out of the hosts file (`false` puts it back): its name stops resolving.
+    pub fn hide(&mut self, i: usize, hidden: bool) {
+        self.hidden[i] = hidden;
+        self.write_hosts();
+    }
+
+    fn write_hosts(&self) {
+        let mut text =
+            String::from("# written by tests/common NamedCluster\n127.0.0.1 localhost\n");
+        for (i, ip) in self.ips.iter().enumerate() {
+            if !self.hidden[i] {
+                text.push_str(&format!("{ip} {}\n", NODE_NAMES[i]));
+            }
+        }
+        std::fs::write(&self.hosts, text).expect("write hosts file");
+    }
+
+    /// Gives node `i` (stopped) a new 127.x address under the same name, as a restarted pod or
+    /// container gets: the hosts file and its `LISTEN_ADDRESS` change, its identity does not.
+    pub fn move_node(&mut self, i: usize) {
+        let new_ip = format!("{}.{}", self.c.base, i + 102);
+        self.ips[i] = new_ip.clone();
+        self.write_hosts();
+        let node = &mut self.c.nodes[i];
+        node.addr = format!("{new_ip}:8090");
+        for (k, v) in node.env.iter_mut() {
+            if k == "LISTEN_ADDRESS" {
+                *v = node.addr.clone();
+            }
+        }
+    }
+
+    /// The current 127.x address of node `i`.
+    pub fn ip(&self, i: usize) -> &str {
+        &self.ips[i]
+    }
+}
+
+impl Drop for NamedCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.hosts);
+        let _ = std::fs::remove_file(&self.resolv);
+    }
+}
