@@ -1,18 +1,21 @@
 //! Binds one listener and serves REST (HTTP/1.1) and gRPC (h2c) on it: the causalkv services,
-//! `grpc.health.v1` and server reflection. Shuts down gracefully on SIGTERM/SIGINT.
+//! `grpc.health.v1` and server reflection, behind the cluster authentication of internal calls
+//! (`rpc::auth`) and the HTTP limits of `hardening`. Shuts down gracefully on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::http::StatusCode;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api;
 use crate::cluster::Node;
 use crate::config::Config;
+use crate::domain::token_key;
+use crate::hardening::{self, Limits};
+use crate::rpc::auth::{self, AuthState};
 use crate::rpc::client::{GrpcPeers, MAX_MESSAGE_BYTES};
 use crate::rpc::pb;
 use crate::rpc::service::Services;
@@ -29,9 +32,6 @@ pub enum ServerError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
-    /// Serving failed.
-    #[error("serve: {0}")]
-    Serve(std::io::Error),
 }
 
 /// The combined REST + gRPC router of `node`.
@@ -83,45 +83,71 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
     .prepare()
-    .into_axum_router();
-    Ok(grpc.merge(api::router(node)).fallback(|| async {
+    .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(
+        AuthState {
+            key: node.cfg.cluster_key.as_ref().map(|k| k.0.as_slice().into()),
+            node: node.clone(),
+        },
+        auth::authorize,
+    ));
+    let limits = limits(&node.cfg);
+    let app = grpc.merge(api::router(node)).fallback(|| async {
         (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "No such endpoint"})),
         )
-    }))
+    });
+    Ok(hardening::protect(app, &limits))
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        request_timeout: cfg.request_timeout,
+        max_connections: cfg.max_connections,
+        max_in_flight: cfg.max_in_flight,
+    }
 }
 
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
-    let peers = Arc::new(GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout));
+    match &cfg.cluster_key {
+        Some(key) => token_key::derive_from_cluster_key(&key.0),
+        None => warn!(
+            node = %cfg.socket_address,
+            "no CKV_CLUSTER_KEY: the cluster is unauthenticated (internal calls are allowed by \
+             member address only; anyone who can reach the port from a member's IP is trusted)"
+        ),
+    }
+    let peers = Arc::new(
+        GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout)
+            .with_cluster_key(cfg.cluster_key.as_ref().map(|k| k.0.as_slice())),
+    );
     let listen = cfg.listen_address;
+    let limits = limits(&cfg);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| ServerError::Bind(listen.to_string(), e))?
-        // small answers go out at once (no Nagle delay waiting for the client's delayed ACK)
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
     let node = Node::new(cfg, peers);
     let app = router(node.clone()).await?;
     info!(node = %node.me, %listen, incarnation = node.incarnation, "listening (REST + gRPC)");
     let starter = node.clone();
     tokio::spawn(async move { starter.start().await });
     let stopper = node.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!(node = %stopper.me, "shutting down");
-            stopper.shutdown();
-            // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
-            tokio::spawn(async {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-                std::process::exit(0);
-            });
-        })
-        .await
-        .map_err(ServerError::Serve)
+    hardening::serve(listener, app, limits, async move {
+        shutdown_signal().await;
+        info!(node = %stopper.me, "shutting down");
+        stopper.shutdown();
+        // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
+        tokio::spawn(async {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            std::process::exit(0);
+        });
+    })
+    .await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -74,10 +74,8 @@ impl Node {
         info!(node = %self.me, view = ?st.liveness.view(), shard = ?st.my_shard(&self.me),
               keys = st.replica.store.live_count(), "node ready");
         drop(st);
-        let node = self.clone();
-        tokio::spawn(async move { node.heartbeat_loop().await });
-        let node = self.clone();
-        tokio::spawn(async move { node.stall_watchdog().await });
+        self.spawn_supervised("heartbeat", |node| node.heartbeat_loop());
+        self.spawn_supervised("stall-watchdog", |node| node.stall_watchdog());
     }
 
     /// Notices when this process itself did not run for a while (SIGSTOP, a paused VM): the

@@ -5,12 +5,14 @@
 //! One `Node` handle (an `Arc`) holds the state behind a `std::sync::Mutex` that is never held
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
+pub mod guard;
 pub mod kv;
 pub mod membership;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
 pub mod shards;
+pub mod supervise;
 pub mod sync;
 
 use std::collections::HashMap;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+use super::auth::SignedChannel;
+use super::convert::adopt_token_key;
 use super::convert::{
     clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_to_pb,
     writes_from_pb,
@@ -39,6 +41,8 @@ pub struct GrpcPeers {
     me: String,
     timeout: Duration,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Signs every call when set (see `rpc::auth`).
+    cluster_key: Option<std::sync::Arc<[u8]>>,
 }
 
 fn status_to_error(s: tonic::Status) -> PeerError {
@@ -58,13 +62,22 @@ impl GrpcPeers {
             me: me.to_string(),
             timeout,
             channels: Mutex::new(HashMap::new()),
+            cluster_key: None,
         }
     }
 
-    fn channel(&self, to: &str) -> PeerResult<Channel> {
+    /// Signs every call with `key` (the cluster key).
+    pub fn with_cluster_key(mut self, key: Option<&[u8]>) -> Self {
+        self.cluster_key = key.map(std::sync::Arc::from);
+        self
+    }
+
+    fn channel(&self, to: &str) -> PeerResult<SignedChannel> {
+        let signed =
+            |c: Channel| SignedChannel::new(c, self.cluster_key.clone(), self.me.as_str().into());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(to) {
-            return Ok(c.clone());
+            return Ok(signed(c.clone()));
         }
         let endpoint = Endpoint::from_shared(format!("http://{to}"))
             .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
@@ -79,7 +92,7 @@ impl GrpcPeers {
             .keep_alive_timeout(Duration::from_secs(5));
         let channel = endpoint.connect_lazy();
         channels.insert(to.to_string(), channel.clone());
-        Ok(channel)
+        Ok(signed(channel))
     }
 
     fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -130,14 +143,15 @@ impl Peers for GrpcPeers {
                 incarnation,
                 map_epoch,
             };
-            let r = self
+            let mut r = self
                 .deadline(self.timeout, c.heartbeat(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
+            adopt_token_key(r.token_key.take());
             Ok(HeartbeatReply {
                 incarnation: r.incarnation,
                 admitted: r.admitted,
-                clock: clock_from_pb(r.clock),
+                clock: clock_from_pb(r.clock).map_err(status_to_error)?,
                 generation: r.generation,
                 map_epoch: r.map_epoch,
                 map: r
@@ -157,10 +171,11 @@ impl Peers for GrpcPeers {
                 sender: self.me.clone(),
                 incarnation,
             };
-            let r = self
+            let mut r = self
                 .deadline(self.timeout, c.announce(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
+            adopt_token_key(r.token_key.take());
             Ok(AnnounceReply {
                 view: r.view,
                 map: r
@@ -241,7 +256,7 @@ impl Peers for GrpcPeers {
                     snap.writes.extend(writes_from_pb(chunk.writes)?);
                     if chunk.last {
                         snap.generation = chunk.generation;
-                        snap.clock = clock_from_pb(chunk.clock);
+                        snap.clock = clock_from_pb(chunk.clock)?;
                         return Ok(snap);
                     }
                 }

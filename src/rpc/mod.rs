@@ -1,6 +1,7 @@
 //! gRPC between replicas: generated code, the client that implements `Peers`, thin service
 //! impls, and all protobuf ↔ domain conversions.
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod service;

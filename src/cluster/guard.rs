@@ -1,0 +1,75 @@
+//! Admission checks that need the node's state: which addresses are members (for the keyless
+//! allow-list), and whether a shard map pushed by a peer is a plausible next step from ours.
+//!
+//! Structural validation of wire input is in `rpc/convert.rs`; this module must not parse wire
+//! types and must not change state.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::Node;
+use crate::domain::shard::ShardMap;
+
+/// Largest epoch step a pushed map may take over ours. Legitimate maps step by one per change;
+/// a node that missed some changes learns the newest map from heartbeat answers, not pushes.
+/// Generous, but it keeps a forged epoch from blocking every later map.
+pub const MAX_EPOCH_STEP: u64 = 1 << 16;
+
+/// Why a pushed map was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MapRefused {
+    /// The epoch jumps too far ahead of ours.
+    #[error("epoch {0} is more than {MAX_EPOCH_STEP} ahead of ours ({1})")]
+    EpochJump(u64, u64),
+    /// The generation is neither ours nor the next one.
+    #[error("generation {0} is neither ours ({1}) nor the next")]
+    GenerationJump(u64, u64),
+}
+
+/// The IP of an `IP:PORT` address.
+fn ip_of(addr: &str) -> Option<IpAddr> {
+    addr.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+impl Node {
+    /// Whether a map pushed by a peer (`InstallShardMap`, `CommitReshard`) may be installed: its
+    /// epoch at most [`MAX_EPOCH_STEP`] ahead, its generation ours or ours + 1 (a generation
+    /// changes only by one reshard commit at a time; a node that missed one catches up from
+    /// heartbeat answers, which carry the map of a member we asked).
+    pub fn check_pushed_map(&self, map: &ShardMap) -> Result<(), MapRefused> {
+        let st = self.state();
+        let (epoch, generation) = (st.map.epoch, st.replica.generation);
+        if map.epoch > epoch.saturating_add(MAX_EPOCH_STEP) {
+            return Err(MapRefused::EpochJump(map.epoch, epoch));
+        }
+        if map.generation < generation || map.generation > generation.saturating_add(1) {
+            return Err(MapRefused::GenerationJump(map.generation, generation));
+        }
+        Ok(())
+    }
+
+    /// True when `ip` is the IP of a member: a node of the start-up `VIEW`, of the shard map, or
+    /// of the peer table (which only admits nodes that announced themselves from their own
+    /// address, or that a member told us about).
+    pub fn is_member_ip(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        let is = |a: &str| ip_of(a).map(canonical) == Some(ip);
+        if is(&self.me) || self.cfg.view.iter().any(|a| is(a)) {
+            return true;
+        }
+        let st = self.state();
+        st.map.assignment.keys().any(|a| is(a)) || st.liveness.peers().any(|(a, _)| is(a))
+    }
+}
+
+/// An IPv4 address even when it arrived as IPv4-mapped IPv6 (a dual-stack listener).
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// True when the IP of `claimed` (`IP:PORT`) is `peer`.
+pub fn claims_own_ip(claimed: &str, peer: IpAddr) -> bool {
+    ip_of(claimed).map(canonical) == Some(canonical(peer))
+}

@@ -1,0 +1,252 @@
+//! HTTP hardening for the one listener: a connection cap, a header-read timeout (slowloris),
+//! an idle timeout, a per-request timeout and an in-flight cap for REST, JSON bodies for the
+//! errors axum would answer in plain text or empty (404, 405, 413), and a panic in one request
+//! answered as a JSON 500 while the node lives on.
+//!
+//! Must not know about routes or cluster state: it wraps whatever router it is given.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::warn;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How often a connection's idle watchdog looks at its last activity.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// How long open connections may finish after shutdown starts.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// Limits of the HTTP server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Time to send a request's headers (and, for a new connection, its first byte).
+    pub header_timeout: Duration,
+    /// Time a connection may sit with no bytes moving either way.
+    pub idle_timeout: Duration,
+    /// Longest a REST request may take.
+    pub request_timeout: Duration,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// REST requests in progress at most; more get 503 at once.
+    pub max_in_flight: usize,
+}
+
+fn is_grpc(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn json_error(status: StatusCode, msg: &str) -> Response {
+    (status, axum::Json(json!({ "error": msg }))).into_response()
+}
+
+/// Rewrites axum's plain-text or empty 404/405/413 into `{"error": ...}` (API.md §4-5).
+async fn json_errors(req: Request, next: Next) -> Response {
+    if is_grpc(&req) {
+        return next.run(req).await;
+    }
+    let res = next.run(req).await;
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let msg = match res.status() {
+        _ if is_json => return res,
+        StatusCode::NOT_FOUND => "No such endpoint",
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+        _ => return res,
+    };
+    let allow = res.headers().get(header::ALLOW).cloned();
+    let mut out = json_error(res.status(), msg);
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
+}
+
+/// State of [`rest_limits`].
+#[derive(Clone)]
+struct RestLimits {
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Caps REST requests in progress and bounds each one's duration (gRPC has its own deadlines).
+async fn rest_limits(State(l): State<RestLimits>, req: Request, next: Next) -> Response {
+    if is_grpc(&req) {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = l.in_flight.try_acquire() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Server busy; try again later",
+        );
+    };
+    match tokio::time::timeout(l.timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "Request timed out"),
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked; answered 500, node continues");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+}
+
+/// Wraps `app` in the request-level protections (outermost: panic catcher).
+pub fn protect(app: Router, limits: &Limits) -> Router {
+    let rest = RestLimits {
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+        timeout: limits.request_timeout,
+    };
+    app.layer(axum::middleware::from_fn_with_state(rest, rest_limits))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+}
+
+/// A TCP stream that records when bytes last moved.
+struct Tracked {
+    io: TcpStream,
+    last: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl Tracked {
+    fn touch(&self) {
+        // +1: zero means "nothing yet"
+        let ms = self.start.elapsed().as_millis() as u64 + 1;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Resolves once no bytes moved for `idle` (or none at all within `first` of the start).
+async fn idle_watch(last: Arc<AtomicU64>, first: Duration, idle: Duration) {
+    let start = Instant::now();
+    loop {
+        tokio::time::sleep(IDLE_CHECK).await;
+        let ms = last.load(Ordering::Relaxed);
+        let limit = if ms == 0 { first } else { idle };
+        let quiet = start.elapsed().saturating_sub(Duration::from_millis(ms));
+        if quiet > limit {
+            return;
+        }
+    }
+}
+
+/// Serves `app` on `listener` (HTTP/1.1 and h2c) under `limits` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        // small answers go out at once (no Nagle delay waiting for the client's delayed ACK)
+        let _ = tcp.set_nodelay(true);
+        let last = Arc::new(AtomicU64::new(0));
+        let io = TokioIo::new(Tracked {
+            io: tcp,
+            last: last.clone(),
+            start: Instant::now(),
+        });
+        let app = app.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                _ = idle_watch(last, limits.header_timeout, limits.idle_timeout) => {}
+            }
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown()).await;
+}
