@@ -47,6 +47,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// REST requests in progress at most; more get 503 at once.
     pub max_in_flight: usize,
+    /// Largest REST request body; a larger `Content-Length` gets 413 before any of it is read.
+    pub max_body_bytes: usize,
 }
 
 fn is_grpc(req: &Request) -> bool {
@@ -90,12 +92,29 @@ async fn json_errors(req: Request, next: Next) -> Response {
 struct RestLimits {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
+    max_body: usize,
 }
 
-/// Caps REST requests in progress and bounds each one's duration (gRPC has its own deadlines).
+/// Caps REST requests in progress and bounds each one's duration (gRPC has its own deadlines);
+/// refuses a declared body over the limit at once (without it, the body would be read up to the
+/// limit first, and a client that stalls would hold the connection).
 async fn rest_limits(State(l): State<RestLimits>, req: Request, next: Next) -> Response {
     if is_grpc(&req) {
         return next.run(req).await;
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > l.max_body as u64) {
+        let mut res = json_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+        // the unread body makes the connection unusable for another request
+        res.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return res;
     }
     let Ok(_permit) = l.in_flight.try_acquire() else {
         return json_error(
@@ -119,8 +138,10 @@ pub fn protect(app: Router, limits: &Limits) -> Router {
     let rest = RestLimits {
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
         timeout: limits.request_timeout,
+        max_body: limits.max_body_bytes,
     };
-    app.layer(axum::middleware::from_fn_with_state(rest, rest_limits))
+    app.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(rest, rest_limits))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
@@ -249,4 +270,80 @@ pub async fn serve(
         });
     }
     let _ = tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_millis(200),
+            max_connections: 16,
+            max_in_flight: 4,
+            max_body_bytes: 1024,
+        }
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, len: Option<u64>) -> (u16, Value) {
+        let mut b = axum::http::Request::builder().method(method).uri(path);
+        if let Some(n) = len {
+            b = b.header(header::CONTENT_LENGTH, n);
+        }
+        let res = app
+            .clone()
+            .oneshot(b.body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    use serde_json::Value;
+
+    #[tokio::test]
+    async fn panics_timeouts_and_router_errors_become_json() {
+        let app = protect(
+            Router::new()
+                .route(
+                    "/boom",
+                    get(|| async {
+                        if true {
+                            panic!("handler bug");
+                        }
+                        "unreachable"
+                    }),
+                )
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }),
+                )
+                .route("/ok", get(|| async { "ok" }).put(|| async { "ok" })),
+            &limits(),
+        );
+        let (s, b) = call(&app, "GET", "/boom", None).await;
+        assert_eq!((s, b["error"].is_string()), (500, true), "{b}");
+        let (s, b) = call(&app, "GET", "/slow", None).await;
+        assert_eq!((s, b["error"].is_string()), (503, true), "{b}");
+        let (s, b) = call(&app, "POST", "/ok", None).await;
+        assert_eq!((s, b["error"].is_string()), (405, true), "{b}");
+        let (s, b) = call(&app, "GET", "/nowhere", None).await;
+        assert_eq!((s, b["error"].is_string()), (404, true), "{b}");
+        let (s, b) = call(&app, "PUT", "/ok", Some(1 << 30)).await;
+        assert_eq!((s, b["error"].is_string()), (413, true), "{b}");
+        let (s, _) = call(&app, "GET", "/ok", None).await;
+        assert_eq!(s, 200, "the router still serves after a panic");
+    }
 }

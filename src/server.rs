@@ -23,6 +23,10 @@ use crate::rpc::service::Services;
 /// How long in-flight requests may run after SIGTERM before the process exits.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Room in a request body beside the value: the causal-metadata token (at most ~100 KiB) and
+/// the JSON around it.
+const BODY_OVERHEAD_BYTES: usize = 256 << 10;
+
 /// Errors that stop a server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -108,6 +112,8 @@ fn limits(cfg: &Config) -> Limits {
         request_timeout: cfg.request_timeout,
         max_connections: cfg.max_connections,
         max_in_flight: cfg.max_in_flight,
+        // a value plus its metadata token and JSON framing; never below axum's 2 MiB default
+        max_body_bytes: (cfg.max_value_bytes.saturating_add(BODY_OVERHEAD_BYTES)).max(2 << 20),
     }
 }
 

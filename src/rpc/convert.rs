@@ -465,8 +465,8 @@ mod tests {
             })
             .is_err()
         );
-        assert!(check_values(&[good.clone()], 10).is_ok());
-        assert!(check_values(&[good.clone()], 0).is_err());
+        assert!(check_values(std::slice::from_ref(&good), 10).is_ok());
+        assert!(check_values(std::slice::from_ref(&good), 0).is_err());
         let not_json = Write {
             value: Some("{nope".into()),
             ..good
