@@ -14,6 +14,19 @@ use super::store::{Applied, Store, Version, Write};
 /// Bound on buffered not-yet-deliverable writes; past it new ones are dropped and anti-entropy
 /// (which pulls a delta from a peer) repairs the gap. Large enough for seconds of full-speed lag.
 pub const MAX_PENDING: usize = 200_000;
+/// Bound on the bytes of buffered writes (keys, values, clocks), with the same overflow
+/// behaviour: a write that would pass it is dropped and anti-entropy pulls it later. 256 MiB is
+/// seconds of lag at full speed with 1 KiB values, and keeps a flood of large values from a
+/// member from exhausting memory.
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Bookkeeping bytes counted per buffered write beside its key, value and clock.
+const WRITE_OVERHEAD_BYTES: usize = 96;
+
+/// Approximate heap bytes of a write: what the buffer counts against [`MAX_PENDING_BYTES`].
+pub fn write_bytes(w: &Write) -> usize {
+    let clock: usize = w.version.clock.iter().map(|(o, _)| o.len() + 40).sum();
+    w.key.len() + w.value.as_deref().map_or(0, str::len) + clock + WRITE_OVERHEAD_BYTES
+}
 
 /// A shard replica.
 #[derive(Debug, Default)]
@@ -30,6 +43,7 @@ pub struct Replica {
     pub complete: bool,
     pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
+    pending_bytes: usize,
 }
 
 /// What offering a remote write did.
@@ -113,14 +127,28 @@ impl Replica {
         {
             return Offered::default();
         }
-        if self.pending_len >= MAX_PENDING {
-            return Offered::default();
+        let bytes = write_bytes(&write);
+        let (origin, seq) = (v.origin.clone(), v.seq);
+        let slot = self.pending.entry(origin.clone()).or_default();
+        match slot.insert(seq, write) {
+            None => self.pending_len += 1,
+            Some(old) => self.pending_bytes -= write_bytes(&old),
         }
-        let slot = self.pending.entry(v.origin.clone()).or_default();
-        if slot.insert(v.seq, write).is_none() {
-            self.pending_len += 1;
-        }
+        self.pending_bytes += bytes;
         let delivered = self.drain(scope);
+        // Still waiting and over a bound: drop it (anti-entropy pulls it later).
+        if self.pending_len > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
+            let dropped = self.pending.get_mut(&origin).and_then(|q| q.remove(&seq));
+            if let Some(w) = dropped {
+                self.pending_len -= 1;
+                self.pending_bytes -= write_bytes(&w);
+                self.pending.retain(|_, q| !q.is_empty());
+                return Offered {
+                    delivered,
+                    buffered: false,
+                };
+            }
+        }
         Offered {
             delivered,
             buffered: delivered == 0,
@@ -160,8 +188,10 @@ impl Replica {
         let queue = self.pending.get_mut(origin)?;
         while let Some((&seq, w)) = queue.first_key_value() {
             if seq <= have || w.version.generation < generation {
-                queue.pop_first();
-                self.pending_len -= 1;
+                if let Some((_, w)) = queue.pop_first() {
+                    self.pending_len -= 1;
+                    self.pending_bytes -= write_bytes(&w);
+                }
                 continue;
             }
             let ready = seq == have + 1
@@ -172,8 +202,10 @@ impl Replica {
             if !ready {
                 return None;
             }
+            let w = queue.pop_first().map(|(_, w)| w)?;
             self.pending_len -= 1;
-            return queue.pop_first().map(|(_, w)| w);
+            self.pending_bytes -= write_bytes(&w);
+            return Some(w);
         }
         None
     }
@@ -206,6 +238,11 @@ impl Replica {
     /// Number of buffered writes.
     pub fn pending_len(&self) -> usize {
         self.pending_len
+    }
+
+    /// Bytes of buffered writes (as counted by [`write_bytes`]).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Starts a new generation with `store` as its data: clocks and buffers reset. `complete`
@@ -328,6 +365,33 @@ mod tests {
             r.offer(w1, &scope),
             Offered::default(),
             "duplicates are ignored"
+        );
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes_and_drops_past_it() {
+        let me: Arc<str> = A.into();
+        let mut origin = Replica::new(1);
+        let big: Arc<str> = "7".repeat(MAX_PENDING_BYTES / 3).into();
+        let writes: Vec<Write> = (0..4)
+            .map(|_| {
+                let m = meta(&[]);
+                origin.local_write(&me, "x".into(), Some(big.clone()), &m).0
+            })
+            .collect();
+        let mut r = Replica::new(1);
+        // writes 2..4 wait for write 1; only two of them fit in the byte bound
+        for w in &writes[1..] {
+            r.offer(w.clone(), &scope);
+        }
+        assert_eq!(r.pending_len(), 2);
+        assert!(r.pending_bytes() <= MAX_PENDING_BYTES);
+        assert_eq!(r.offer(writes[0].clone(), &scope).delivered, 3);
+        assert_eq!((r.pending_len(), r.pending_bytes()), (0, 0));
+        assert_eq!(
+            r.clock.get(A),
+            3,
+            "the dropped write waits for anti-entropy"
         );
     }
 
