@@ -14,6 +14,10 @@ use crate::domain::shard::ShardMap;
 /// Generous, but it keeps a forged epoch from blocking every later map.
 pub const MAX_EPOCH_STEP: u64 = 1 << 16;
 
+/// Peers a node keeps in its table at most: far above any cluster we run, and a bound on what
+/// announcements from one host under many ports can make it heartbeat.
+pub const MAX_PEERS: usize = 1024;
+
 /// Why a pushed map was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MapRefused {
@@ -45,6 +49,13 @@ impl Node {
             return Err(MapRefused::GenerationJump(map.generation, generation));
         }
         Ok(())
+    }
+
+    /// True when `addr` is not known yet and the peer table is full: its announcement is
+    /// refused.
+    pub fn peer_table_full(&self, addr: &str) -> bool {
+        let st = self.state();
+        st.liveness.get(addr).is_none() && st.liveness.peers().count() >= MAX_PEERS
     }
 
     /// True when `ip` is the IP of a member: a node of the start-up `VIEW`, of the shard map, or

@@ -40,6 +40,8 @@ pub struct Staging {
     pub store: Store,
     /// When the reshard was prepared (for the abort timeout).
     pub since: std::time::Instant,
+    /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
+    pub bytes: usize,
 }
 
 /// Mutable node state, behind one short-held mutex.

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::shards::ShardOpError;
 use super::{Node, Staging};
+use crate::domain::replica::write_bytes;
 use crate::domain::shard::ShardMap;
 use crate::domain::store::{Store, Write};
 
@@ -22,6 +23,10 @@ use crate::domain::store::{Store, Write};
 const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writes per transfer message.
 const TRANSFER_BATCH: usize = 4_096;
+/// Bytes one node may stage for a reshard (counted as in the causal buffer): far above any
+/// shard this in-memory store holds on the machines we run on, and a hard stop for a transfer
+/// that would otherwise grow without bound. Past it the reshard aborts; the old map stays.
+pub const MAX_STAGING_BYTES: usize = 4 << 30;
 
 impl Node {
     /// Reshards the store into `shard_count` shards over the nodes of the view.
@@ -145,6 +150,7 @@ impl Node {
             map,
             store: Store::new(),
             since: Instant::now(),
+            bytes: 0,
         });
         Ok(())
     }
@@ -187,11 +193,20 @@ impl Node {
         Ok(sent)
     }
 
-    /// Stores keys received for the reshard of `epoch`.
+    /// Stores keys received for the reshard of `epoch`. Past [`MAX_STAGING_BYTES`] the batch is
+    /// refused: the sender's transfer fails and the coordinator aborts the reshard everywhere,
+    /// so the old map and data stay in force (nothing is lost; the operator gets an error).
     pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), String> {
         let mut st = self.state();
         match st.staging.as_mut() {
             Some(s) if s.map.epoch == epoch => {
+                let bytes: usize = writes.iter().map(write_bytes).sum();
+                if s.bytes.saturating_add(bytes) > MAX_STAGING_BYTES {
+                    return Err(format!(
+                        "reshard staging over {MAX_STAGING_BYTES} bytes on this node"
+                    ));
+                }
+                s.bytes += bytes;
                 for w in writes {
                     s.store.apply(w);
                 }

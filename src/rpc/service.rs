@@ -129,6 +129,9 @@ impl pb::membership_server::Membership for Services {
         req: Request<pb::AnnounceRequest>,
     ) -> Result<Response<pb::AnnounceResponse>, Status> {
         check_sender(&req, &req.get_ref().sender)?;
+        if self.0.peer_table_full(&req.get_ref().sender) {
+            return Err(Status::resource_exhausted("peer table full"));
+        }
         let r = req.into_inner();
         let (view, map) = self.0.on_announce(&r.sender, r.incarnation);
         // The announcer announced from the address it claims: it is a member now.
