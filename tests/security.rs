@@ -65,7 +65,22 @@ async fn snapshot_state(c: &Cluster) -> Vec<Value> {
         }
         let (_, ids) = c.req(i, "GET", "/shard/ids", None).await;
         let (_, members) = c.req(i, "GET", "/shard/members/0", None).await;
-        out.push(json!({"view": c.view(i).await, "keys": keys, "ids": ids, "members": members}));
+        // the shard map itself, through the open read-only Admin/Status
+        let mut admin = pb::admin_client::AdminClient::new(channel(&c.addr(i), None));
+        let map = admin
+            .status(pb::StatusRequest {})
+            .await
+            .expect("Admin/Status stays open")
+            .into_inner()
+            .map
+            .expect("map");
+        let map = json!([
+            map.epoch,
+            map.generation,
+            map.shard_count,
+            format!("{:?}", map.shards)
+        ]);
+        out.push(json!({"view": c.view(i).await, "keys": keys, "ids": ids, "members": members, "map": map}));
     }
     out
 }
