@@ -18,6 +18,12 @@ pub const MAX_EPOCH_STEP: u64 = 1 << 16;
 /// announcements from one host under many ports can make it heartbeat.
 pub const MAX_PEERS: usize = 1024;
 
+/// A down peer that is in no shard map and not in the start-up `VIEW` is forgotten (no more
+/// probes) once we have not heard from it for this long: long enough that a restart or a
+/// partition of a spare heals first, short enough that addresses that only ever announced
+/// themselves do not keep a node probing them.
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why a pushed map was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MapRefused {
@@ -56,6 +62,34 @@ impl Node {
     pub fn peer_table_full(&self, addr: &str) -> bool {
         let st = self.state();
         st.liveness.get(addr).is_none() && st.liveness.peers().count() >= MAX_PEERS
+    }
+
+    /// Forgets down peers that were never members (in no map, not in the start-up `VIEW`) and
+    /// that we have not heard from for [`FORGET_AFTER`]; returns how many.
+    pub fn forget_strangers(&self) -> usize {
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let now = std::time::Instant::now();
+        let strangers: Vec<String> = st
+            .liveness
+            .peers()
+            .filter(|(a, p)| {
+                p.state == crate::domain::liveness::PeerState::Down
+                    && !st.map.assignment.contains_key(*a)
+                    && !self.cfg.view.iter().any(|v| v == a)
+                    && st
+                        .last_contact
+                        .get(*a)
+                        .is_none_or(|t| now.duration_since(*t) >= FORGET_AFTER)
+            })
+            .map(|(a, _)| a.to_string())
+            .collect();
+        for a in &strangers {
+            st.liveness.forget(a);
+            st.last_contact.remove(a);
+            st.ahead.remove(a);
+        }
+        strangers.len()
     }
 
     /// True when `ip` is the IP of a member: a node of the start-up `VIEW`, of the shard map, or

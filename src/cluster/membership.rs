@@ -126,6 +126,7 @@ impl Node {
                 }
             }
             self.check_staging_timeout();
+            self.forget_strangers();
         }
     }
 
