@@ -228,6 +228,11 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    // A REST request may legitimately wait its whole timeout with no bytes moving (a legacy
+    // request waiting for dependencies): the idle limit never cuts it short.
+    let idle = limits
+        .idle_timeout
+        .max(limits.request_timeout + Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -264,7 +269,7 @@ pub async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 _ = conn => {}
-                _ = idle_watch(last, limits.header_timeout, limits.idle_timeout) => {}
+                _ = idle_watch(last, limits.header_timeout, idle) => {}
             }
             drop(permit);
         });

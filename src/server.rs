@@ -136,7 +136,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
-    let node = Node::new(cfg, peers);
+    let node = Node::new(cfg, peers.clone());
+    // A weak handle: the node owns the peers, the filter must not own the node.
+    let weak = std::sync::Arc::downgrade(&node.0);
+    peers.set_key_sources(Box::new(move |addr| {
+        weak.upgrade()
+            .is_some_and(|inner| Node(inner).is_key_source(addr))
+    }));
     let app = router(node.clone()).await?;
     info!(node = %node.me, %listen, incarnation = node.incarnation, "listening (REST + gRPC)");
     let starter = node.clone();

@@ -92,6 +92,13 @@ impl Node {
         strangers.len()
     }
 
+    /// True when `addr` may hand this node the cluster's token key (keyless clusters): a node of
+    /// the start-up `VIEW` or of the shard map. A host that merely announced itself may call
+    /// us, but must not replace the key every token depends on.
+    pub fn is_key_source(&self, addr: &str) -> bool {
+        self.cfg.view.iter().any(|v| v == addr) || self.state().map.assignment.contains_key(addr)
+    }
+
     /// True when `ip` is the IP of a member: a node of the start-up `VIEW`, of the shard map, or
     /// of the peer table (which only admits nodes that announced themselves from their own
     /// address, or that a member told us about).

@@ -43,7 +43,12 @@ pub struct GrpcPeers {
     channels: Mutex<HashMap<String, Channel>>,
     /// Signs every call when set (see `rpc::auth`).
     cluster_key: Option<std::sync::Arc<[u8]>>,
+    /// Which responders' metadata-token keys may be adopted (keyless clusters); none until set.
+    key_sources: std::sync::OnceLock<KeySourceFilter>,
 }
+
+/// Decides whether a responder is trusted to hand out the cluster's token key.
+pub type KeySourceFilter = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 fn status_to_error(s: tonic::Status) -> PeerError {
     match s.code() {
@@ -63,6 +68,22 @@ impl GrpcPeers {
             timeout,
             channels: Mutex::new(HashMap::new()),
             cluster_key: None,
+            key_sources: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets which responders' token keys may be adopted (once; later calls are ignored).
+    pub fn set_key_sources(&self, filter: KeySourceFilter) {
+        let _ = self.key_sources.set(filter);
+    }
+
+    fn adopt_key_from(&self, responder: &str, key: Option<pb::TokenKey>) {
+        if self
+            .key_sources
+            .get()
+            .is_some_and(|trusted| trusted(responder))
+        {
+            adopt_token_key(key);
         }
     }
 
@@ -147,7 +168,7 @@ impl Peers for GrpcPeers {
                 .deadline(self.timeout, c.heartbeat(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
-            adopt_token_key(r.token_key.take());
+            self.adopt_key_from(&to, r.token_key.take());
             Ok(HeartbeatReply {
                 incarnation: r.incarnation,
                 admitted: r.admitted,
@@ -175,7 +196,7 @@ impl Peers for GrpcPeers {
                 .deadline(self.timeout, c.announce(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
-            adopt_token_key(r.token_key.take());
+            self.adopt_key_from(&to, r.token_key.take());
             Ok(AnnounceReply {
                 view: r.view,
                 map: r
