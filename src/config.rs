@@ -33,6 +33,17 @@ const REQUEST_TIMEOUT_MARGIN_MS: u64 = 5_000;
 /// Shortest accepted cluster key: 16 bytes, so a key cannot be guessed.
 pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
 
+/// Paths of the PEM files for mutual TLS between nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate chain (`CKV_TLS_CERT`).
+    pub cert: String,
+    /// Its private key (`CKV_TLS_KEY`).
+    pub key: String,
+    /// The CA that signs every node's certificate (`CKV_TLS_CA`).
+    pub ca: String,
+}
+
 /// The shared secret of a cluster. Its `Debug` never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey(pub Vec<u8>);
@@ -79,6 +90,24 @@ pub struct Config {
     pub max_connections: usize,
     /// Cap on REST requests in progress (more get 503 at once).
     pub max_in_flight: usize,
+    /// Mutual TLS between nodes, when all three files are given.
+    pub tls: Option<TlsFiles>,
+}
+
+fn tls_files(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+    let var = |v| {
+        get(v)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    match (var("CKV_TLS_CERT"), var("CKV_TLS_KEY"), var("CKV_TLS_CA")) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
+        _ => Err(err(
+            "CKV_TLS_CERT",
+            "set CKV_TLS_CERT, CKV_TLS_KEY and CKV_TLS_CA together",
+        )),
+    }
 }
 
 /// The cluster key from `CKV_CLUSTER_KEY` (the text itself) or `CKV_CLUSTER_KEY_FILE` (the
@@ -207,6 +236,7 @@ impl Config {
         let request_timeout_default = legacy_wait.as_millis() as u64 + REQUEST_TIMEOUT_MARGIN_MS;
         Ok(Self {
             cluster_key: cluster_key(&get, &read_file)?,
+            tls: tls_files(&get)?,
             header_timeout: Duration::from_millis(
                 number(&get, "CKV_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT_MS)?.max(100),
             ),

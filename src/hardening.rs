@@ -148,14 +148,22 @@ pub fn protect(app: Router, limits: &Limits) -> Router {
         ))
 }
 
-/// A TCP stream that records when bytes last moved.
-struct Tracked {
-    io: TcpStream,
+/// Attached to every request of a connection that completed a TLS handshake with a client
+/// certificate verified against the configured CA.
+#[derive(Clone, Copy, Debug)]
+pub struct VerifiedTlsPeer;
+
+/// First byte of a TLS handshake record: how a TLS connection is told from plain HTTP.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A stream that records when bytes last moved.
+struct Tracked<T> {
+    io: T,
     last: Arc<AtomicU64>,
     start: Instant,
 }
 
-impl Tracked {
+impl<T> Tracked<T> {
     fn touch(&self) {
         // +1: zero means "nothing yet"
         let ms = self.start.elapsed().as_millis() as u64 + 1;
@@ -163,7 +171,7 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -178,7 +186,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -212,11 +220,98 @@ async fn idle_watch(last: Arc<AtomicU64>, first: Duration, idle: Duration) {
     }
 }
 
-/// Serves `app` on `listener` (HTTP/1.1 and h2c) under `limits` until `shutdown` resolves.
+/// What every connection of one server shares.
+struct Shared {
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: Limits,
+    /// Effective idle limit (never below the request timeout).
+    idle: Duration,
+}
+
+/// Serves one accepted connection: TLS when it starts with a handshake and TLS is configured
+/// (requests then carry [`VerifiedTlsPeer`]), plain HTTP otherwise.
+async fn connection(
+    sh: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    graceful: hyper_util::server::graceful::Watcher,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let last = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (limits, idle) = (sh.limits, sh.idle);
+    let app = sh.app.clone();
+    let service = move |verified: bool| {
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            if verified {
+                req.extensions_mut().insert(VerifiedTlsPeer);
+            }
+            tower::ServiceExt::oneshot(app.clone(), req)
+        })
+    };
+    let mut first = [0u8; 1];
+    let is_tls = match &sh.tls {
+        None => false,
+        Some(_) => matches!(
+            tokio::time::timeout(limits.header_timeout, tcp.peek(&mut first)).await,
+            Ok(Ok(1)) if first[0] == TLS_HANDSHAKE
+        ),
+    };
+    let watch = idle_watch(last.clone(), limits.header_timeout, idle);
+    let conn: Pin<Box<dyn Future<Output = ()> + Send>> = match sh.tls.clone().filter(|_| is_tls) {
+        Some(acceptor) => {
+            let stream =
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    _ => return None,
+                };
+            let io = TokioIo::new(Tracked {
+                io: stream,
+                last,
+                start,
+            });
+            let c = sh
+                .builder
+                .serve_connection_with_upgrades(io, service(true))
+                .into_owned();
+            let c = graceful.watch(c);
+            Box::pin(async move {
+                let _ = c.await;
+            })
+        }
+        None => {
+            let io = TokioIo::new(Tracked {
+                io: tcp,
+                last,
+                start,
+            });
+            let c = sh
+                .builder
+                .serve_connection_with_upgrades(io, service(false))
+                .into_owned();
+            let c = graceful.watch(c);
+            Box::pin(async move {
+                let _ = c.await;
+            })
+        }
+    };
+    Some(async move {
+        tokio::select! {
+            _ = conn => {}
+            _ = watch => {}
+        }
+    })
+}
+
+/// Serves `app` on `listener` (HTTP/1.1 and h2c, and TLS connections when `tls` is set) under
+/// `limits` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let conns = Arc::new(Semaphore::new(limits.max_connections));
@@ -227,12 +322,17 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    // A REST request may legitimately wait its whole timeout with no bytes moving (a legacy
-    // request waiting for dependencies): the idle limit never cuts it short.
-    let idle = limits
-        .idle_timeout
-        .max(limits.request_timeout + Duration::from_secs(1));
+    let shared = Arc::new(Shared {
+        app,
+        tls,
+        builder,
+        limits,
+        // A REST request may legitimately wait its whole timeout with no bytes moving (a
+        // legacy request waiting for dependencies): the idle limit never cuts it short.
+        idle: limits
+            .idle_timeout
+            .max(limits.request_timeout + Duration::from_secs(1)),
+    });
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -252,24 +352,10 @@ pub async fn serve(
         };
         // small answers go out at once (no Nagle delay waiting for the client's delayed ACK)
         let _ = tcp.set_nodelay(true);
-        let last = Arc::new(AtomicU64::new(0));
-        let io = TokioIo::new(Tracked {
-            io: tcp,
-            last: last.clone(),
-            start: Instant::now(),
-        });
-        let app = app.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            });
-        let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-        let conn = graceful.watch(conn);
+        let (sh, watcher) = (shared.clone(), graceful.watcher());
         tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                _ = idle_watch(last, limits.header_timeout, idle) => {}
+            if let Some(conn) = connection(sh, tcp, peer, watcher).await {
+                conn.await;
             }
             drop(permit);
         });

@@ -19,6 +19,7 @@ use crate::rpc::auth::{self, AuthState};
 use crate::rpc::client::{GrpcPeers, MAX_MESSAGE_BYTES};
 use crate::rpc::pb;
 use crate::rpc::service::Services;
+use crate::rpc::tls::TlsMaterial;
 
 /// How long in-flight requests may run after SIGTERM before the process exits.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -33,6 +34,9 @@ pub enum ServerError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    /// The TLS files could not be loaded or used.
+    #[error("{0}")]
+    Tls(#[from] crate::rpc::tls::TlsError),
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
@@ -91,6 +95,7 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
     .layer(axum::middleware::from_fn_with_state(
         AuthState {
             key: node.cfg.cluster_key.as_ref().map(|k| k.0.as_slice().into()),
+            tls_required: node.cfg.tls.is_some(),
             node: node.clone(),
         },
         auth::authorize,
@@ -127,9 +132,12 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
              member address only; anyone who can reach the port from a member's IP is trusted)"
         ),
     }
+    let tls = cfg.tls.as_ref().map(TlsMaterial::load).transpose()?;
+    let acceptor = tls.as_ref().map(TlsMaterial::acceptor).transpose()?;
     let peers = Arc::new(
         GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout)
-            .with_cluster_key(cfg.cluster_key.as_ref().map(|k| k.0.as_slice())),
+            .with_cluster_key(cfg.cluster_key.as_ref().map(|k| k.0.as_slice()))
+            .with_tls(tls.as_ref().map(TlsMaterial::client_config)),
     );
     let listen = cfg.listen_address;
     let limits = limits(&cfg);
@@ -148,7 +156,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let starter = node.clone();
     tokio::spawn(async move { starter.start().await });
     let stopper = node.clone();
-    hardening::serve(listener, app, limits, async move {
+    hardening::serve(listener, app, limits, acceptor, async move {
         shutdown_signal().await;
         info!(node = %stopper.me, "shutting down");
         stopper.shutdown();

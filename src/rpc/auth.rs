@@ -5,7 +5,9 @@
 //! `"causalkv-rpc-v1\n" + path + "\n" + ts + "\n" + sender`. The server recomputes it (constant
 //! time) and refuses calls whose timestamp is outside [`REPLAY_WINDOW_MS`]. Without a key, calls
 //! that change state are accepted only from the IP of a member, except `Announce`, which a
-//! node may send from the address it claims (checked by the service). Reflection, health and
+//! node may send from the address it claims (checked by the service). With mutual TLS
+//! configured (`rpc::tls`), internal calls must also arrive over a TLS connection whose client
+//! certificate the CA signed (that certificate then counts as membership). Reflection, health and
 //! the read-only `Admin` calls are open in both modes. Refused calls get `UNAUTHENTICATED` and
 //! never reach a service.
 //!
@@ -128,6 +130,8 @@ pub struct AuthState {
     pub node: Node,
     /// The cluster key, if configured.
     pub key: Option<Arc<[u8]>>,
+    /// Mutual TLS is configured: internal calls must arrive over a verified TLS connection.
+    pub tls_required: bool,
 }
 
 fn refuse(why: &str) -> Response {
@@ -147,13 +151,20 @@ pub async fn authorize(State(auth): State<AuthState>, mut req: Request, next: Ne
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let verified_tls = req
+        .extensions()
+        .get::<crate::hardening::VerifiedTlsPeer>()
+        .is_some();
+    if auth.tls_required && !verified_tls {
+        return refuse("internal calls need mutual TLS with a cluster certificate");
+    }
     let signed_sender = match &auth.key {
         Some(key) => match verify(key, &path, req.headers()) {
             Ok(sender) => Some(sender),
             Err(why) => return refuse(why),
         },
         None => {
-            let member = ip.is_some_and(|ip| auth.node.is_member_ip(ip));
+            let member = verified_tls || ip.is_some_and(|ip| auth.node.is_member_ip(ip));
             if !member && path != ANNOUNCE_PATH {
                 return refuse("internal calls are for cluster members only");
             }

@@ -43,6 +43,8 @@ pub struct GrpcPeers {
     channels: Mutex<HashMap<String, Channel>>,
     /// Signs every call when set (see `rpc::auth`).
     cluster_key: Option<std::sync::Arc<[u8]>>,
+    /// Mutual TLS to peers, when configured.
+    tls: Option<tonic::transport::ClientTlsConfig>,
     /// Which responders' metadata-token keys may be adopted (keyless clusters); none until set.
     key_sources: std::sync::OnceLock<KeySourceFilter>,
 }
@@ -68,8 +70,15 @@ impl GrpcPeers {
             timeout,
             channels: Mutex::new(HashMap::new()),
             cluster_key: None,
+            tls: None,
             key_sources: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Calls peers over TLS with this configuration (our certificate, the cluster CA).
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Sets which responders' token keys may be adopted (once; later calls are ignored).
@@ -100,8 +109,15 @@ impl GrpcPeers {
         if let Some(c) = channels.get(to) {
             return Ok(signed(c.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{to}"))
-            .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{to}"))
+            .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| PeerError::Refused(format!("TLS to {to}: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             // On loopback, connect from our own 127.x address, as a container would from its
             // IP: the kernel would otherwise pick 127.0.0.1, and a partition by address (the

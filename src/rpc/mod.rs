@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod service;
+pub mod tls;
 
 /// Generated protobuf/gRPC code for `proto/causalkv/v1`.
 pub mod pb {
