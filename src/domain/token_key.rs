@@ -7,9 +7,10 @@
 //! node of the cluster has it from the start and across whole-cluster restarts. Without one,
 //! each process starts with a random key stamped with its creation time, and nodes converge on
 //! the oldest key they hear of from members ([`adopt`], fed by Announce and Heartbeat answers),
-//! so a restarted or added node learns the cluster's key before it serves. Keys this process
-//! used before adopting another stay accepted ([`MAX_RETIRED`] of them), so tokens it issued
-//! during start-up stay valid here. No I/O besides the OS random source at first use.
+//! so a restarted or added node learns the cluster's key before it serves. Every key learned
+//! from a member, and every key this process used before, stays accepted ([`MAX_RETIRED`] of
+//! them): nodes exchange keys in Announce requests and answers before they serve, so a token
+//! any member signed during start-up is valid everywhere. No I/O besides the OS random source at first use.
 
 use std::sync::{OnceLock, RwLock};
 
@@ -20,9 +21,10 @@ use super::metadata::TAG_BYTES;
 
 /// Bytes of a token key (the HMAC-SHA256 block output size).
 pub const KEY_BYTES: usize = 32;
-/// Earlier keys of this process still accepted: a node adopts another key once or twice at
-/// start-up; a few slots cover that with room to spare.
-pub const MAX_RETIRED: usize = 4;
+/// Other keys still accepted: this process's earlier keys and the keys of members (a token a
+/// member signed before the cluster converged on one key stays valid everywhere). One per
+/// node of a cluster plus restarts; past it the least recently learned key is forgotten.
+pub const MAX_RETIRED: usize = 64;
 /// Label of the token key derived from a cluster key (domain separation from RPC signatures).
 const DERIVE_LABEL: &[u8] = b"causalkv token key v2";
 
@@ -129,17 +131,23 @@ pub fn derive_from_cluster_key(cluster_key: &[u8]) {
     r.fixed = true;
 }
 
-/// Adopts `key` (learned from a member) if it is older than ours; returns true if adopted.
+/// Learns `key` from a member: signs with it from now on if it is older than ours (returns
+/// true then), and accepts tokens under it in any case.
 pub fn adopt(key: TokenKey) -> bool {
     let mut r = ring().write().unwrap_or_else(|p| p.into_inner());
-    if r.fixed || key >= r.current {
+    if r.fixed || key == r.current {
         return false;
     }
-    let old = std::mem::replace(&mut r.current, key);
-    r.retired.retain(|k| *k != key);
-    r.retired.insert(0, old);
+    let newer = key > r.current;
+    let kept = if newer {
+        key
+    } else {
+        std::mem::replace(&mut r.current, key)
+    };
+    r.retired.retain(|k| *k != key && *k != kept);
+    r.retired.insert(0, kept);
     r.retired.truncate(MAX_RETIRED);
-    true
+    !newer
 }
 
 #[cfg(test)]
@@ -152,10 +160,12 @@ mod tests {
         let mine = current();
         assert!(verify(b"payload", &before));
         assert!(!verify(b"payload!", &before));
-        assert!(!adopt(TokenKey {
+        let younger = TokenKey {
             created_ms: u64::MAX,
             bytes: [1; KEY_BYTES],
-        }));
+        };
+        assert!(!adopt(younger), "a younger key is not signed with");
+        assert_eq!(current(), mine);
         let older = TokenKey {
             created_ms: 1,
             bytes: [2; KEY_BYTES],

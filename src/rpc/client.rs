@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::SignedChannel;
-use super::convert::adopt_token_key;
+use super::convert::{adopt_token_key, token_key_to_pb};
 use super::convert::{
     clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_to_pb,
     writes_from_pb,
@@ -84,6 +84,12 @@ impl GrpcPeers {
     /// Sets which responders' token keys may be adopted (once; later calls are ignored).
     pub fn set_key_sources(&self, filter: KeySourceFilter) {
         let _ = self.key_sources.set(filter);
+    }
+
+    /// Our token key, sent to the peers we call in keyless clusters (with a cluster key every
+    /// node derives the same one).
+    fn own_token_key(&self) -> Option<pb::TokenKey> {
+        self.cluster_key.is_none().then(token_key_to_pb)
     }
 
     fn adopt_key_from(&self, responder: &str, key: Option<pb::TokenKey>) {
@@ -179,6 +185,7 @@ impl Peers for GrpcPeers {
                 sender: self.me.clone(),
                 incarnation,
                 map_epoch,
+                token_key: self.own_token_key(),
             };
             let mut r = self
                 .deadline(self.timeout, c.heartbeat(self.request(msg, self.timeout)))
@@ -207,6 +214,7 @@ impl Peers for GrpcPeers {
             let msg = pb::AnnounceRequest {
                 sender: self.me.clone(),
                 incarnation,
+                token_key: self.own_token_key(),
             };
             let mut r = self
                 .deadline(self.timeout, c.announce(self.request(msg, self.timeout)))

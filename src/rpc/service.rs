@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Caller;
 use super::convert::{
-    self, check_values, clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, metadata_from_token,
-    op_from_pb, reply_to_pb, token_key_to_pb, write_to_pb, writes_from_pb,
+    self, adopt_token_key, check_values, clock_from_pb, clock_to_pb, map_from_pb, map_to_pb,
+    metadata_from_token, op_from_pb, reply_to_pb, token_key_to_pb, write_to_pb, writes_from_pb,
 };
 use super::pb;
 use crate::cluster::Node;
@@ -58,6 +58,14 @@ fn shares_token_key<T>(node: &Node, req: &Request<T>) -> bool {
 }
 
 impl Services {
+    /// Accepts (and, if older, signs with) the token key of a caller that is a key source:
+    /// keyless clusters only, `sender` already checked against the caller.
+    fn learn_token_key(&self, sender: &str, key: Option<pb::TokenKey>) {
+        if self.0.cfg.cluster_key.is_none() && self.0.is_key_source(sender) {
+            adopt_token_key(key);
+        }
+    }
+
     /// A map pushed by a peer: structurally valid and a plausible next step from ours.
     fn pushed_map(&self, m: pb::ShardMap) -> Result<ShardMap, Status> {
         let map = map_from_pb(m)?;
@@ -110,7 +118,8 @@ impl pb::membership_server::Membership for Services {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         check_sender(&req, &req.get_ref().sender)?;
         let share = shares_token_key(&self.0, &req);
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        self.learn_token_key(&r.sender, r.token_key.take());
         let a = self.0.on_heartbeat(&r.sender, r.incarnation, r.map_epoch);
         Ok(Response::new(pb::HeartbeatResponse {
             responder: self.0.me.to_string(),
@@ -132,7 +141,8 @@ impl pb::membership_server::Membership for Services {
         if self.0.peer_table_full(&req.get_ref().sender) {
             return Err(Status::resource_exhausted("peer table full"));
         }
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        self.learn_token_key(&r.sender, r.token_key.take());
         let (view, map) = self.0.on_announce(&r.sender, r.incarnation);
         // The announcer announced from the address it claims: it is a member now.
         let share = self.0.cfg.cluster_key.is_none();
