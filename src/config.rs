@@ -27,6 +27,42 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
 /// Default bound on how long a legacy request waits for missing dependencies.
 pub const DEFAULT_LEGACY_WAIT_MS: u64 = 30_000;
+/// Default time a client has to send a request's headers: generous for any real client, short
+/// enough that half-open connections (slowloris) do not pile up.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
+/// Default time an HTTP/1.1 connection may sit idle between requests (peers keep their HTTP/2
+/// connections busy with heartbeats every 250 ms, so this only closes abandoned clients).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default cap on open connections: far above a cluster's peers plus its clients, far below
+/// the usual file-descriptor limit (each connection is one descriptor).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8_192;
+/// Default cap on REST requests in progress at once; past it a request gets 503 at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 2_048;
+/// Extra time a REST request may take beyond the legacy wait bound (the longest legitimate wait).
+const REQUEST_TIMEOUT_MARGIN_MS: u64 = 5_000;
+/// Shortest accepted cluster key: 16 bytes, so a key cannot be guessed.
+pub const MIN_CLUSTER_KEY_BYTES: usize = 16;
+
+/// Paths of the PEM files for mutual TLS between nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// This node's certificate chain (`CKV_TLS_CERT`).
+    pub cert: String,
+    /// Its private key (`CKV_TLS_KEY`).
+    pub key: String,
+    /// The CA that signs every node's certificate (`CKV_TLS_CA`).
+    pub ca: String,
+}
+
+/// The shared secret of a cluster. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey(pub Vec<u8>);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterKey(<{} bytes>)", self.0.len())
+    }
+}
 
 /// Everything a node needs to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +90,72 @@ pub struct Config {
     pub legacy_wait: Duration,
     /// Legacy compatibility switch: lists as comma-separated strings, shard ids as strings.
     pub legacy_strings: bool,
+    /// Shared secret that authenticates internal traffic and keys metadata tokens; `None`
+    /// runs an unauthenticated cluster (members allowed by address).
+    pub cluster_key: Option<ClusterKey>,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Time an HTTP/1.1 connection may be idle between requests.
+    pub idle_timeout: Duration,
+    /// Longest a REST request may take.
+    pub request_timeout: Duration,
+    /// Cap on open connections (more are closed at once).
+    pub max_connections: usize,
+    /// Cap on REST requests in progress (more get 503 at once).
+    pub max_in_flight: usize,
+    /// Mutual TLS between nodes, when all three files are given.
+    pub tls: Option<TlsFiles>,
+}
+
+fn tls_files(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
+    let var = |v| {
+        get(v)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    match (var("CKV_TLS_CERT"), var("CKV_TLS_KEY"), var("CKV_TLS_CA")) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles { cert, key, ca })),
+        _ => Err(err(
+            "CKV_TLS_CERT",
+            "set CKV_TLS_CERT, CKV_TLS_KEY and CKV_TLS_CA together",
+        )),
+    }
+}
+
+/// The cluster key from `CKV_CLUSTER_KEY` (the text itself) or `CKV_CLUSTER_KEY_FILE` (the
+/// file's contents, trailing whitespace dropped), at least [`MIN_CLUSTER_KEY_BYTES`] long.
+fn cluster_key(
+    get: &impl Fn(&str) -> Option<String>,
+    read_file: &impl Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<Option<ClusterKey>, ConfigError> {
+    let (var, bytes) = match (
+        get("CKV_CLUSTER_KEY").filter(|s| !s.trim().is_empty()),
+        get("CKV_CLUSTER_KEY_FILE").filter(|s| !s.trim().is_empty()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "CKV_CLUSTER_KEY",
+                "set either it or CKV_CLUSTER_KEY_FILE",
+            ));
+        }
+        (None, None) => return Ok(None),
+        (Some(k), None) => ("CKV_CLUSTER_KEY", k.trim().as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let mut b = read_file(path.trim()).map_err(|e| err("CKV_CLUSTER_KEY_FILE", e))?;
+            while b.last().is_some_and(u8::is_ascii_whitespace) {
+                b.pop();
+            }
+            ("CKV_CLUSTER_KEY_FILE", b)
+        }
+    };
+    if bytes.len() < MIN_CLUSTER_KEY_BYTES {
+        return Err(err(
+            var,
+            format!("a cluster key needs at least {MIN_CLUSTER_KEY_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(ClusterKey(bytes)))
 }
 
 /// A configuration error, naming the variable.
@@ -95,8 +197,17 @@ fn flag(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> bool {
 }
 
 impl Config {
-    /// Builds the configuration from a variable lookup (e.g. `|k| std::env::var(k).ok()`).
+    /// Builds the configuration from a variable lookup (e.g. `|k| std::env::var(k).ok()`);
+    /// `CKV_CLUSTER_KEY_FILE` is read from the file system.
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::from_vars_and_files(get, |p| std::fs::read(p).map_err(|e| format!("{p}: {e}")))
+    }
+
+    /// [`Config::from_vars`] with the file reader given too (pure when both are).
+    pub fn from_vars_and_files(
+        get: impl Fn(&str) -> Option<String>,
+        read_file: impl Fn(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Self, ConfigError> {
         let socket_address = get("SOCKET_ADDRESS")
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -141,7 +252,23 @@ impl Config {
                 _ => return Err(err("SHARD_COUNT", format!("not a positive integer: {s:?}"))),
             },
         };
+        let legacy_wait =
+            Duration::from_millis(number(&get, "CKV_LEGACY_WAIT_MS", DEFAULT_LEGACY_WAIT_MS)?);
+        let request_timeout_default = legacy_wait.as_millis() as u64 + REQUEST_TIMEOUT_MARGIN_MS;
         Ok(Self {
+            cluster_key: cluster_key(&get, &read_file)?,
+            tls: tls_files(&get)?,
+            header_timeout: Duration::from_millis(
+                number(&get, "CKV_HEADER_TIMEOUT_MS", DEFAULT_HEADER_TIMEOUT_MS)?.max(100),
+            ),
+            idle_timeout: Duration::from_millis(
+                number(&get, "CKV_IDLE_TIMEOUT_MS", DEFAULT_IDLE_TIMEOUT_MS)?.max(100),
+            ),
+            request_timeout: Duration::from_millis(
+                number(&get, "CKV_REQUEST_TIMEOUT_MS", request_timeout_default)?.max(100),
+            ),
+            max_connections: number(&get, "CKV_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?.max(16),
+            max_in_flight: number(&get, "CKV_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?.max(1),
             socket_address,
             listen_address,
             view,
@@ -155,11 +282,7 @@ impl Config {
             grace: Duration::from_millis(number(&get, "CKV_GRACE_MS", DEFAULT_GRACE_MS)?),
             max_value_bytes: number(&get, "CKV_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES)?,
             max_queue_bytes: number(&get, "CKV_MAX_QUEUE_BYTES", DEFAULT_MAX_QUEUE_BYTES)?.max(1),
-            legacy_wait: Duration::from_millis(number(
-                &get,
-                "CKV_LEGACY_WAIT_MS",
-                DEFAULT_LEGACY_WAIT_MS,
-            )?),
+            legacy_wait,
             legacy_strings: flag(&get, "CKV_LEGACY_STRINGS"),
         })
     }
@@ -250,5 +373,32 @@ mod tests {
         assert_eq!(e.var, "SHARD_COUNT");
         let e = cfg(&[("SOCKET_ADDRESS", "1.2.3.4:5"), ("CKV_GRACE_MS", "soon")]).unwrap_err();
         assert_eq!(e.var, "CKV_GRACE_MS");
+    }
+
+    #[test]
+    fn cluster_key_from_text_or_file() {
+        let base = [("SOCKET_ADDRESS", "1.2.3.4:5")];
+        assert_eq!(cfg(&base).unwrap().cluster_key, None);
+        let c = cfg(&[base[0], ("CKV_CLUSTER_KEY", "0123456789abcdef")]).unwrap();
+        assert_eq!(
+            c.cluster_key,
+            Some(ClusterKey(b"0123456789abcdef".to_vec()))
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        let e = cfg(&[base[0], ("CKV_CLUSTER_KEY", "short")]).unwrap_err();
+        assert_eq!(e.var, "CKV_CLUSTER_KEY");
+        let vars: HashMap<&str, &str> = [base[0], ("CKV_CLUSTER_KEY_FILE", "/k")].into();
+        let c = Config::from_vars_and_files(
+            |k| vars.get(k).map(|v| v.to_string()),
+            |p| {
+                assert_eq!(p, "/k");
+                Ok(b"a-key-of-enough-bytes\n".to_vec())
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster_key,
+            Some(ClusterKey(b"a-key-of-enough-bytes".to_vec()))
+        );
     }
 }

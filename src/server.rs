@@ -1,24 +1,28 @@
 //! Binds one listener and serves REST (HTTP/1.1) and gRPC (h2c) on it: the causalkv services,
-//! `grpc.health.v1` and server reflection. Shuts down gracefully on SIGTERM/SIGINT.
+//! `grpc.health.v1` and server reflection, behind the cluster authentication of internal calls
+//! (`rpc::auth`) and the HTTP limits of `hardening`. Shuts down gracefully on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::http::StatusCode;
-use axum::serve::ListenerExt;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api;
 use crate::cluster::Node;
 use crate::cluster::batch::message_limit;
 use crate::config::Config;
+use crate::domain::token_key;
+use crate::hardening::{self, Limits};
 use crate::ops;
 use crate::ops::metrics::Metrics;
+use crate::rpc::auth::{self, AuthState};
 use crate::rpc::client::GrpcPeers;
 use crate::rpc::pb;
 use crate::rpc::service::Services;
+use crate::rpc::tls::TlsMaterial;
 
 /// HTTP request bodies may exceed `CKV_MAX_VALUE_BYTES` by this much: the JSON envelope and a
 /// causal-metadata token of up to 1024 clock entries. A larger value still gets the contract's
@@ -33,12 +37,12 @@ pub enum ServerError {
     /// The listen address could not be bound.
     #[error("cannot listen on {0}: {1}")]
     Bind(String, std::io::Error),
+    /// The TLS files could not be loaded or used.
+    #[error("{0}")]
+    Tls(#[from] crate::rpc::tls::TlsError),
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
-    /// Serving failed.
-    #[error("serve: {0}")]
-    Serve(std::io::Error),
 }
 
 /// The combined REST + gRPC router of `node`.
@@ -98,7 +102,16 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
     .prepare()
-    .into_axum_router();
+    .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(
+        AuthState {
+            key: node.cfg.cluster_key.as_ref().map(|k| k.0.as_slice().into()),
+            tls_required: node.cfg.tls.is_some(),
+            node: node.clone(),
+        },
+        auth::authorize,
+    ));
+    let limits = limits(&node.cfg);
     let metrics = Metrics::new(node.clone());
     let body_limit = node.cfg.max_value_bytes.saturating_add(BODY_SLACK);
     let rest = api::router(node.clone()).layer(axum::extract::DefaultBodyLimit::max(body_limit));
@@ -109,31 +122,59 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             ops::metrics::track,
-        ));
-    Ok(app.fallback(|| async {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "No such endpoint"})),
-        )
-    }))
+        ))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "No such endpoint"})),
+            )
+        });
+    Ok(hardening::protect(app, &limits))
+}
+
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        request_timeout: cfg.request_timeout,
+        max_connections: cfg.max_connections,
+        max_in_flight: cfg.max_in_flight,
+        // a value plus its metadata token and JSON framing; never below axum's 2 MiB default
+        max_body_bytes: (cfg.max_value_bytes.saturating_add(BODY_SLACK)).max(2 << 20),
+    }
 }
 
 /// Runs a node until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    match &cfg.cluster_key {
+        Some(key) => token_key::derive_from_cluster_key(&key.0),
+        None => warn!(
+            node = %cfg.socket_address,
+            "no CKV_CLUSTER_KEY: the cluster is unauthenticated (internal calls are allowed by \
+             member address only; anyone who can reach the port from a member's IP is trusted)"
+        ),
+    }
+    let tls = cfg.tls.as_ref().map(TlsMaterial::load).transpose()?;
+    let acceptor = tls.as_ref().map(TlsMaterial::acceptor).transpose()?;
     let peers = Arc::new(
         GrpcPeers::new(&cfg.socket_address, cfg.rpc_timeout)
+            .with_cluster_key(cfg.cluster_key.as_ref().map(|k| k.0.as_slice()))
+            .with_tls(tls.as_ref().map(TlsMaterial::client_config))
             .with_max_value(cfg.max_value_bytes)
             .with_source_ip(cfg.listen_address.ip()),
     );
     let listen = cfg.listen_address;
+    let limits = limits(&cfg);
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| ServerError::Bind(listen.to_string(), e))?
-        // small answers go out at once (no Nagle delay waiting for the client's delayed ACK)
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-    let node = Node::new(cfg, peers);
+        .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
+    let node = Node::new(cfg, peers.clone());
+    // A weak handle: the node owns the peers, the filter must not own the node.
+    let weak = std::sync::Arc::downgrade(&node.0);
+    peers.set_key_sources(Box::new(move |addr| {
+        weak.upgrade()
+            .is_some_and(|inner| Node(inner).is_key_source(addr))
+    }));
     let app = router(node.clone()).await?;
     let mode = match node.cfg.shard_count {
         Some(n) => format!("sharded: SHARD_COUNT={n}"),
@@ -145,19 +186,18 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let starter = node.clone();
     tokio::spawn(async move { starter.start().await });
     let stopper = node.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!(node = %stopper.me, "shutting down");
-            stopper.shutdown();
-            // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
-            tokio::spawn(async {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-                std::process::exit(0);
-            });
-        })
-        .await
-        .map_err(ServerError::Serve)
+    hardening::serve(listener, app, limits, acceptor, async move {
+        shutdown_signal().await;
+        info!(node = %stopper.me, "shutting down");
+        stopper.shutdown();
+        // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
+        tokio::spawn(async {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            std::process::exit(0);
+        });
+    })
+    .await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

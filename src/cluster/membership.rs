@@ -82,10 +82,8 @@ impl Node {
         info!(node = %self.me, mode = mode.name(), view = ?st.liveness.view(),
               shard = ?st.my_shard(&self.me), keys = st.replica.store.live_count(), "node ready");
         drop(st);
-        let node = self.clone();
-        tokio::spawn(async move { node.heartbeat_loop().await });
-        let node = self.clone();
-        tokio::spawn(async move { node.stall_watchdog().await });
+        self.spawn_supervised("heartbeat", |node| node.heartbeat_loop());
+        self.spawn_supervised("stall-watchdog", |node| node.stall_watchdog());
     }
 
     /// Announces this node to `targets`, adds every node their views name, and installs the
@@ -184,6 +182,7 @@ impl Node {
                 }
             }
             self.check_staging_timeout();
+            self.forget_strangers();
         }
     }
 

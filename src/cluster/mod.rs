@@ -6,6 +6,7 @@
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
 pub mod batch;
+pub mod guard;
 pub mod kv;
 pub mod membership;
 pub mod peers;
@@ -16,6 +17,7 @@ pub mod scripted;
 pub mod shards;
 pub mod snapshot;
 pub mod status;
+pub mod supervise;
 pub mod sync;
 
 use std::collections::HashMap;
@@ -43,6 +45,8 @@ pub struct Staging {
     pub store: Store,
     /// When the reshard was prepared (for the abort timeout).
     pub since: std::time::Instant,
+    /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
+    pub bytes: usize,
 }
 
 /// Mutable node state, behind one short-held mutex.

@@ -95,9 +95,10 @@ impl Node {
         }
         let q = Arc::new(Outbound::default());
         queues.insert(peer.to_string(), q.clone());
-        let node = self.clone();
         let (peer, q2) = (peer.to_string(), q.clone());
-        tokio::spawn(async move { node.sender_loop(peer, q2).await });
+        self.spawn_supervised("replication-sender", move |node| {
+            node.sender_loop(peer.clone(), q2.clone())
+        });
         q
     }
 

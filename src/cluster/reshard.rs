@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::batch::Batcher;
 use super::shards::ShardOpError;
 use super::{Node, Staging};
+use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::{SLICES, Store, Write};
 
@@ -24,6 +25,10 @@ const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most writes per transfer message (the byte bound, `batch::MAX_BATCH_BYTES`, usually cuts
 /// first for values above ~1 KiB).
 const TRANSFER_BATCH: usize = 4_096;
+/// Bytes one node may stage for a reshard (counted as in the causal buffer): far above any
+/// shard this in-memory store holds on the machines we run on, and a hard stop for a transfer
+/// that would otherwise grow without bound. Past it the reshard aborts; the old map stays.
+pub const MAX_STAGING_BYTES: usize = 4 << 30;
 
 impl Node {
     /// Reshards the store into `shard_count` shards over the nodes of the view.
@@ -146,6 +151,7 @@ impl Node {
             map,
             store: Store::new(),
             since: Instant::now(),
+            bytes: 0,
         });
         Ok(())
     }
@@ -217,11 +223,20 @@ impl Node {
         Ok(n)
     }
 
-    /// Stores keys received for the reshard of `epoch`.
+    /// Stores keys received for the reshard of `epoch`. Past [`MAX_STAGING_BYTES`] the batch is
+    /// refused: the sender's transfer fails and the coordinator aborts the reshard everywhere,
+    /// so the old map and data stay in force (nothing is lost; the operator gets an error).
     pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), String> {
         let mut st = self.state();
         match st.staging.as_mut() {
             Some(s) if s.map.epoch == epoch => {
+                let bytes: usize = writes.iter().map(write_bytes).sum();
+                if s.bytes.saturating_add(bytes) > MAX_STAGING_BYTES {
+                    return Err(format!(
+                        "reshard staging over {MAX_STAGING_BYTES} bytes on this node"
+                    ));
+                }
+                s.bytes += bytes;
                 for w in writes {
                     s.store.apply(w);
                 }

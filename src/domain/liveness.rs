@@ -198,6 +198,20 @@ impl PeerTable {
     pub fn get(&self, addr: &str) -> Option<&Peer> {
         self.peers.get(addr)
     }
+
+    /// Forgets a peer that is down (no more probes); true if it was forgotten. Peers in the
+    /// view are kept.
+    pub fn forget(&mut self, addr: &str) -> bool {
+        if self
+            .peers
+            .get(addr)
+            .is_some_and(|p| p.state == PeerState::Down)
+        {
+            self.peers.remove(addr);
+            return true;
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +281,16 @@ mod tests {
         let mut t = table();
         t.suspect(B);
         assert_eq!(t.contact(B, 3, t0), Transition::Admitted);
+    }
+
+    #[test]
+    fn only_down_peers_are_forgotten() {
+        let mut t = table();
+        assert!(!t.forget(B), "a peer in the view stays");
+        t.suspect(B);
+        assert!(t.forget(B));
+        assert!(t.get(B).is_none() && !t.in_view(B));
+        assert!(!t.forget(B));
     }
 
     #[test]

@@ -1,30 +1,39 @@
 //! Causal metadata: the opaque token clients carry from response to request.
 //!
 //! A token names a shard-map generation and a vector clock of the writes the client depends on.
-//! Encoding: `ckv1-` + base64url(varint fields + CRC32). Decoding validates everything (prefix,
-//! checksum, bounds, canonical order), so tokens this system did not issue are rejected.
-//! Pure; no I/O.
+//! Encoding: `ckv2-` + base64url(varint fields + a 16-byte HMAC-SHA256 tag under the cluster's
+//! token key, see [`super::token_key`]). Decoding checks the tag first (in constant time), then
+//! validates everything (bounds, canonical order), so tokens this system did not issue, or that
+//! were altered, are rejected. No I/O.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use prost::encoding::{decode_varint, encode_varint};
 
 use super::clock::VectorClock;
+use super::token_key;
 
-/// Token prefix; the digit is the format version.
-const PREFIX: &str = "ckv1-";
+/// Token prefix; the digit is the format version (1 was CRC32-sealed, no longer accepted).
+const PREFIX: &str = "ckv2-";
+/// Tag length: 128 bits of HMAC-SHA256 is far beyond online guessing and keeps tokens short.
+pub const TAG_BYTES: usize = 16;
+/// Largest generation a token may name (generations are 32-bit in the store).
+const MAX_GENERATION: u64 = u32::MAX as u64;
+/// Largest counter a token may carry (as on the wire, `rpc/convert.rs`).
+const MAX_SEQ: u64 = 1 << 48;
 /// Bound on entries: one per node that ever accepted a write in a generation; far above any
 /// realistic cluster, small enough that a token stays a few KiB.
 pub const MAX_ENTRIES: usize = 1024;
 /// Bound on an origin (`IP:PORT` or `[v6]:PORT`).
 const MAX_ORIGIN_LEN: usize = 64;
 /// Bound on the encoded token, derived from the two bounds above.
-const MAX_TOKEN_LEN: usize = PREFIX.len() + (MAX_ENTRIES * (MAX_ORIGIN_LEN + 12) + 32) * 4 / 3;
+const MAX_TOKEN_LEN: usize =
+    PREFIX.len() + (MAX_ENTRIES * (MAX_ORIGIN_LEN + 12) + 32 + TAG_BYTES) * 4 / 3;
 
 /// Why a token was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MetadataError {
-    /// Not a token of this system (prefix, base64 or checksum).
+    /// Not a token of this system (prefix, base64 or authentication tag).
     #[error("causal-metadata was not issued by this system")]
     Foreign,
     /// Well-formed envelope, invalid content.
@@ -72,8 +81,8 @@ impl CausalMetadata {
             buf.extend_from_slice(origin.as_bytes());
             encode_varint(seq, &mut buf);
         }
-        let crc = crc32fast::hash(&buf);
-        buf.extend_from_slice(&crc.to_le_bytes());
+        let tag = token_key::tag(&buf);
+        buf.extend_from_slice(&tag);
         format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(buf))
     }
 
@@ -86,11 +95,11 @@ impl CausalMetadata {
         let raw = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| MetadataError::Foreign)?;
-        if raw.len() < 4 {
+        if raw.len() < TAG_BYTES {
             return Err(MetadataError::Foreign);
         }
-        let (payload, crc) = raw.split_at(raw.len() - 4);
-        if crc32fast::hash(payload).to_le_bytes() != crc {
+        let (payload, tag) = raw.split_at(raw.len() - TAG_BYTES);
+        if !token_key::verify(payload, tag) {
             return Err(MetadataError::Foreign);
         }
         decode_payload(payload)
@@ -100,6 +109,9 @@ impl CausalMetadata {
 fn decode_payload(mut buf: &[u8]) -> Result<CausalMetadata, MetadataError> {
     let bad = |what| MetadataError::Malformed(what);
     let generation = decode_varint(&mut buf).map_err(|_| bad("generation"))?;
+    if generation > MAX_GENERATION {
+        return Err(bad("generation"));
+    }
     let count = decode_varint(&mut buf).map_err(|_| bad("entry count"))?;
     if count > MAX_ENTRIES as u64 {
         return Err(bad("too many entries"));
@@ -113,7 +125,7 @@ fn decode_payload(mut buf: &[u8]) -> Result<CausalMetadata, MetadataError> {
         let origin = std::str::from_utf8(&buf[..len]).map_err(|_| bad("origin"))?;
         buf = &buf[len..];
         let seq = decode_varint(&mut buf).map_err(|_| bad("counter"))?;
-        if seq == 0 || !origin.contains(':') {
+        if seq == 0 || seq > MAX_SEQ || !origin.contains(':') {
             return Err(bad("entry"));
         }
         if entries
@@ -178,7 +190,7 @@ mod tests {
     fn rejects_well_signed_but_invalid_content() {
         let seal = |payload: Vec<u8>| {
             let mut p = payload.clone();
-            p.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            p.extend_from_slice(&token_key::tag(&payload));
             format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(p))
         };
         // one entry whose origin has no port separator
@@ -193,12 +205,35 @@ mod tests {
             CausalMetadata::decode(&t),
             Err(MetadataError::Malformed("entry"))
         );
+        // a generation that does not fit the store, a counter out of range
+        let t = seal(vec![0x80, 0x80, 0x80, 0x80, 0x10, 0]);
+        assert_eq!(
+            CausalMetadata::decode(&t),
+            Err(MetadataError::Malformed("generation"))
+        );
         // trailing garbage
         let t = seal(vec![1, 0, 9]);
         assert_eq!(
             CausalMetadata::decode(&t),
             Err(MetadataError::Malformed("trailing bytes"))
         );
+    }
+
+    #[test]
+    fn forged_tag_is_foreign() {
+        // valid base64, valid layout, a CRC32 (the old seal) or random bytes instead of the MAC
+        let payload = vec![1, 1, 9, b'1', b'.', b'2', b'.', b'3', b':', b'4', 0x7f];
+        for tail in [
+            crc32fast::hash(&payload).to_le_bytes().to_vec(),
+            vec![7; TAG_BYTES],
+        ] {
+            let mut p = payload.clone();
+            p.extend_from_slice(&tail);
+            let t = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(p));
+            assert_eq!(CausalMetadata::decode(&t), Err(MetadataError::Foreign));
+        }
+        let old = format!("ckv1-{}", URL_SAFE_NO_PAD.encode(&payload));
+        assert_eq!(CausalMetadata::decode(&old), Err(MetadataError::Foreign));
     }
 
     #[test]

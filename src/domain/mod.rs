@@ -1,6 +1,6 @@
 //! Pure, deterministic core: clocks, causal metadata, the versioned store and replica, the
 //! key→shard function and shard map, and peer-liveness arithmetic. No I/O, no async, no
-//! axum/tonic/generated types.
+//! axum/tonic/generated types. (`token_key` holds the process-wide token keyring.)
 
 pub mod clock;
 pub mod liveness;
@@ -9,4 +9,5 @@ pub mod packed;
 pub mod replica;
 pub mod shard;
 pub mod store;
+pub mod token_key;
 pub mod write_id;

@@ -14,14 +14,18 @@ use super::store::{Applied, Store, Version, Write};
 /// Bound on buffered not-yet-deliverable writes; past it new ones are dropped and anti-entropy
 /// (which pulls a delta from a peer) repairs the gap. Large enough for seconds of full-speed lag.
 pub const MAX_PENDING: usize = 200_000;
-/// The same bound in bytes (keys and values of buffered writes): with megabyte values the count
-/// alone would allow hundreds of GiB. 512 MiB is seconds of lag at loopback rates; past it new
-/// writes are dropped the same way and anti-entropy repairs the gap.
-pub const MAX_PENDING_BYTES: usize = 512 << 20;
+/// Bound on the bytes of buffered writes (keys, values, clocks), with the same overflow
+/// behaviour: a write that would pass it is dropped and anti-entropy pulls it later. 256 MiB is
+/// seconds of lag at full speed with 1 KiB values, and keeps a flood of large values from a
+/// member from exhausting memory.
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Bookkeeping bytes counted per buffered write beside its key, value and clock.
+const WRITE_OVERHEAD_BYTES: usize = 96;
 
-/// Bytes a buffered write is charged: its key and value plus a fixed share for its version.
-fn pending_size(w: &Write) -> usize {
-    64 + w.key.len() + w.value.as_ref().map_or(0, |v| v.len())
+/// Approximate heap bytes of a write: what the buffer counts against [`MAX_PENDING_BYTES`].
+pub fn write_bytes(w: &Write) -> usize {
+    let clock: usize = w.version.clock.iter().map(|(o, _)| o.len() + 40).sum();
+    w.key.len() + w.value.as_deref().map_or(0, str::len) + clock + WRITE_OVERHEAD_BYTES
 }
 
 /// A shard replica.
@@ -123,19 +127,28 @@ impl Replica {
         {
             return Offered::default();
         }
-        // A full buffer still takes its origin's next write: it may unblock the others.
-        let full = self.pending_len >= MAX_PENDING || self.pending_bytes >= MAX_PENDING_BYTES;
-        if full && v.seq != self.clock.get(&v.origin) + 1 {
-            return Offered::default();
-        }
-        let size = pending_size(&write);
-        let slot = self.pending.entry(v.origin.clone()).or_default();
-        match slot.insert(v.seq, write) {
+        let bytes = write_bytes(&write);
+        let (origin, seq) = (v.origin.clone(), v.seq);
+        let slot = self.pending.entry(origin.clone()).or_default();
+        match slot.insert(seq, write) {
             None => self.pending_len += 1,
-            Some(old) => self.pending_bytes -= pending_size(&old),
+            Some(old) => self.pending_bytes -= write_bytes(&old),
         }
-        self.pending_bytes += size;
+        self.pending_bytes += bytes;
         let delivered = self.drain(scope);
+        // Still waiting and over a bound: drop it (anti-entropy pulls it later).
+        if self.pending_len > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
+            let dropped = self.pending.get_mut(&origin).and_then(|q| q.remove(&seq));
+            if let Some(w) = dropped {
+                self.pending_len -= 1;
+                self.pending_bytes -= write_bytes(&w);
+                self.pending.retain(|_, q| !q.is_empty());
+                return Offered {
+                    delivered,
+                    buffered: false,
+                };
+            }
+        }
         Offered {
             delivered,
             buffered: delivered == 0,
@@ -175,9 +188,10 @@ impl Replica {
         let queue = self.pending.get_mut(origin)?;
         while let Some((&seq, w)) = queue.first_key_value() {
             if seq <= have || w.version.generation < generation {
-                self.pending_bytes -= pending_size(w);
-                queue.pop_first();
-                self.pending_len -= 1;
+                if let Some((_, w)) = queue.pop_first() {
+                    self.pending_len -= 1;
+                    self.pending_bytes -= write_bytes(&w);
+                }
                 continue;
             }
             let ready = seq == have + 1
@@ -188,9 +202,10 @@ impl Replica {
             if !ready {
                 return None;
             }
+            let w = queue.pop_first().map(|(_, w)| w)?;
             self.pending_len -= 1;
-            self.pending_bytes -= pending_size(w);
-            return queue.pop_first().map(|(_, w)| w);
+            self.pending_bytes -= write_bytes(&w);
+            return Some(w);
         }
         None
     }
@@ -240,7 +255,7 @@ impl Replica {
         self.pending_len
     }
 
-    /// Bytes charged for buffered writes (bounded by [`MAX_PENDING_BYTES`]).
+    /// Bytes of buffered writes (as counted by [`write_bytes`]).
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -347,30 +362,6 @@ mod tests {
     }
 
     #[test]
-    fn the_buffer_is_bounded_in_bytes() {
-        let me: Arc<str> = A.into();
-        let big: Arc<str> = "x".repeat(64 << 20).into();
-        let mut origin = Replica::new(1);
-        let writes: Vec<Write> = (0..10)
-            .map(|i| {
-                let key = format!("k{i}");
-                origin
-                    .local_write(&me, key, Some(big.clone()), &meta(&[]))
-                    .0
-            })
-            .collect();
-        let mut r = Replica::new(1);
-        for w in &writes[1..] {
-            r.offer(w.clone(), &scope);
-        }
-        assert_eq!(r.pending_len(), 8, "the 9th would pass 512 MiB: dropped");
-        assert!(r.pending_bytes() >= MAX_PENDING_BYTES);
-        let o = r.offer(writes[0].clone(), &scope);
-        assert_eq!(o.delivered, 9);
-        assert_eq!((r.pending_len(), r.pending_bytes()), (0, 0));
-    }
-
-    #[test]
     fn out_of_order_writes_are_buffered_until_deliverable() {
         let me: Arc<str> = A.into();
         let mut origin = Replica::new(1);
@@ -389,6 +380,33 @@ mod tests {
             r.offer(w1, &scope),
             Offered::default(),
             "duplicates are ignored"
+        );
+    }
+
+    #[test]
+    fn the_buffer_is_bounded_in_bytes_and_drops_past_it() {
+        let me: Arc<str> = A.into();
+        let mut origin = Replica::new(1);
+        let big: Arc<str> = "7".repeat(MAX_PENDING_BYTES / 3).into();
+        let writes: Vec<Write> = (0..4)
+            .map(|_| {
+                let m = meta(&[]);
+                origin.local_write(&me, "x".into(), Some(big.clone()), &m).0
+            })
+            .collect();
+        let mut r = Replica::new(1);
+        // writes 2..4 wait for write 1; only two of them fit in the byte bound
+        for w in &writes[1..] {
+            r.offer(w.clone(), &scope);
+        }
+        assert_eq!(r.pending_len(), 2);
+        assert!(r.pending_bytes() <= MAX_PENDING_BYTES);
+        assert_eq!(r.offer(writes[0].clone(), &scope).delivered, 3);
+        assert_eq!((r.pending_len(), r.pending_bytes()), (0, 0));
+        assert_eq!(
+            r.clock.get(A),
+            3,
+            "the dropped write waits for anti-entropy"
         );
     }
 

@@ -204,9 +204,14 @@ impl Store {
         self.slices.iter().all(HashMap::is_empty)
     }
 
-    /// Applies a write if its version is greater than the stored one.
+    /// Applies a write if its version is greater than the stored one. A generation that does
+    /// not fit the packed slot (2^32 or more; the wire boundary already refuses those) is never
+    /// stored: the write counts as superseded rather than panicking.
     pub fn apply(&mut self, write: Write) -> Applied {
         let v = &write.version;
+        let Ok(generation) = u32::try_from(v.generation) else {
+            return Applied::Superseded;
+        };
         let at = slice_of(&write.key);
         let was_live = match self.slices[at].get(write.key.as_str()) {
             Some(slot) => {
@@ -229,7 +234,7 @@ impl Store {
             seq: v.seq,
             value: write.value,
             clock: self.pack(&v.clock),
-            generation: u32::try_from(v.generation).expect("generation below 2^32"),
+            generation,
             origin: self.intern(&v.origin),
         };
         match self.slices[at].get_mut(write.key.as_str()) {
@@ -320,6 +325,15 @@ mod tests {
             },
             value: v.map(Arc::from),
         }
+    }
+
+    #[test]
+    fn a_generation_beyond_32_bits_is_refused_not_a_panic() {
+        let mut s = Store::new();
+        let mut w = write("k", "a:1", 1, &[("a:1", 1)], Some("1"));
+        w.version.generation = 1 << 32;
+        assert_eq!(s.apply(w), Applied::Superseded);
+        assert!(s.is_empty());
     }
 
     #[test]

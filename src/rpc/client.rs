@@ -10,6 +10,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
+use super::auth::SignedChannel;
+use super::convert::{adopt_token_key, token_key_to_pb};
 use super::convert::{
     clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_to_pb,
     writes_from_pb,
@@ -44,6 +46,12 @@ pub struct GrpcPeers {
     max_message: usize,
     source_ip: Option<IpAddr>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Signs every call when set (see `rpc::auth`).
+    cluster_key: Option<std::sync::Arc<[u8]>>,
+    /// Mutual TLS to peers, when configured.
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Which responders' metadata-token keys may be adopted (keyless clusters); none until set.
+    key_sources: std::sync::OnceLock<KeySourceFilter>,
 }
 
 /// True when an error's cause chain holds a refused TCP connection (nothing was sent).
@@ -59,6 +67,9 @@ fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// Decides whether a responder is trusted to hand out the cluster's token key.
+pub type KeySourceFilter = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 fn status_to_error(s: tonic::Status) -> PeerError {
     if s.code() == tonic::Code::Unavailable && connection_refused(&s) {
@@ -83,6 +94,9 @@ impl GrpcPeers {
             max_message: message_limit(crate::config::DEFAULT_MAX_VALUE_BYTES),
             source_ip: loopback_ip(me),
             channels: Mutex::new(HashMap::new()),
+            cluster_key: None,
+            tls: None,
+            key_sources: std::sync::OnceLock::new(),
         }
     }
 
@@ -101,13 +115,56 @@ impl GrpcPeers {
         self
     }
 
-    fn channel(&self, to: &str) -> PeerResult<Channel> {
+    /// Calls peers over TLS with this configuration (our certificate, the cluster CA).
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets which responders' token keys may be adopted (once; later calls are ignored).
+    pub fn set_key_sources(&self, filter: KeySourceFilter) {
+        let _ = self.key_sources.set(filter);
+    }
+
+    /// Our token key, sent to the peers we call in keyless clusters (with a cluster key every
+    /// node derives the same one).
+    fn own_token_key(&self) -> Option<pb::TokenKey> {
+        self.cluster_key.is_none().then(token_key_to_pb)
+    }
+
+    fn adopt_key_from(&self, responder: &str, key: Option<pb::TokenKey>) {
+        if self
+            .key_sources
+            .get()
+            .is_some_and(|trusted| trusted(responder))
+        {
+            adopt_token_key(key);
+        }
+    }
+
+    /// Signs every call with `key` (the cluster key).
+    pub fn with_cluster_key(mut self, key: Option<&[u8]>) -> Self {
+        self.cluster_key = key.map(std::sync::Arc::from);
+        self
+    }
+
+    fn channel(&self, to: &str) -> PeerResult<SignedChannel> {
+        let signed =
+            |c: Channel| SignedChannel::new(c, self.cluster_key.clone(), self.me.as_str().into());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(to) {
-            return Ok(c.clone());
+            return Ok(signed(c.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{to}"))
-            .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{to}"))
+            .map_err(|e| PeerError::Refused(format!("bad address {to}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| PeerError::Refused(format!("TLS to {to}: {e}")))?;
+        }
+        let endpoint = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
             // On loopback, connect from our own 127.x address, as a container would from its
             // IP: the kernel would otherwise pick 127.0.0.1, and a partition by address (the
             // nemesis' iptables rules) could not cut our outgoing traffic. Elsewhere the
@@ -127,7 +184,7 @@ impl GrpcPeers {
             _ => endpoint.connect_timeout(CONNECT_TIMEOUT).connect_lazy(),
         };
         channels.insert(to.to_string(), channel.clone());
-        Ok(channel)
+        Ok(signed(channel))
     }
 
     fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
@@ -180,15 +237,17 @@ impl Peers for GrpcPeers {
                 sender: self.me.clone(),
                 incarnation,
                 map_epoch,
+                token_key: self.own_token_key(),
             };
-            let r = self
+            let mut r = self
                 .deadline(self.timeout, c.heartbeat(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
+            self.adopt_key_from(&to, r.token_key.take());
             Ok(HeartbeatReply {
                 incarnation: r.incarnation,
                 admitted: r.admitted,
-                clock: clock_from_pb(r.clock),
+                clock: clock_from_pb(r.clock).map_err(status_to_error)?,
                 generation: r.generation,
                 map_epoch: r.map_epoch,
                 map: r
@@ -209,11 +268,13 @@ impl Peers for GrpcPeers {
             let msg = pb::AnnounceRequest {
                 sender: self.me.clone(),
                 incarnation,
+                token_key: self.own_token_key(),
             };
-            let r = self
+            let mut r = self
                 .deadline(self.timeout, c.announce(self.request(msg, self.timeout)))
                 .await?
                 .into_inner();
+            self.adopt_key_from(&to, r.token_key.take());
             Ok(AnnounceReply {
                 view: r.view,
                 map: r
@@ -298,7 +359,7 @@ impl Peers for GrpcPeers {
                 if chunk.last {
                     return Ok(SnapshotPart::End {
                         generation: chunk.generation,
-                        clock: clock_from_pb(chunk.clock),
+                        clock: clock_from_pb(chunk.clock).map_err(status_to_error)?,
                     });
                 }
                 Ok(SnapshotPart::Writes {

@@ -1,5 +1,7 @@
 //! Every protobuf ↔ domain conversion, in one place. Incoming messages are validated here:
-//! malformed input becomes a `Status::invalid_argument`, never a panic.
+//! malformed input becomes a `Status::invalid_argument`, never a panic. Every number that comes
+//! from outside is bounded here, so the layers inside may do plain arithmetic on it; the checks
+//! that need the node's state (epoch and generation steps) live in `cluster::guard`.
 
 use std::sync::Arc;
 
@@ -9,9 +11,71 @@ use super::pb;
 use crate::cluster::kv::{KvOp, OpReply, Outcome};
 use crate::domain::clock::VectorClock;
 use crate::domain::metadata::CausalMetadata;
+use crate::domain::metadata::MAX_ENTRIES;
 use crate::domain::shard::ShardMap;
 use crate::domain::store::{Version, Write};
+use crate::domain::token_key;
 use crate::domain::write_id::WriteIdError;
+
+/// Generations are stored in 32 bits (`domain/store.rs`) and grow by one per reshard: a value
+/// at or above 2^32 can only be forged.
+pub const MAX_GENERATION: u64 = u32::MAX as u64;
+/// Epochs grow by one per map change; 2^48 is out of reach for any real cluster and leaves
+/// headroom for `+ 1` everywhere.
+pub const MAX_EPOCH: u64 = 1 << 48;
+/// Per-origin write counters: 2^48 writes per origin and generation is beyond reach, and a sum
+/// of `MAX_ENTRIES` such counters cannot overflow a u64.
+pub const MAX_SEQ: u64 = 1 << 48;
+/// Longest key (API.md: more than 50 characters is refused).
+pub const MAX_KEY_CHARS: usize = 50;
+/// Nodes in one shard map: far above any cluster we run, small enough to bound a map message.
+pub const MAX_MAP_NODES: usize = 1024;
+/// Longest node address (`IP:PORT`, `[v6]:PORT` or `HOST:PORT`), as in metadata tokens.
+const MAX_ADDRESS_LEN: usize = 64;
+
+fn bad(what: impl Into<String>) -> Status {
+    Status::invalid_argument(what.into())
+}
+
+/// A node address from the wire: `IP:PORT` or `HOST:PORT`, bounded.
+pub fn address(what: &str, a: &str) -> Result<(), Status> {
+    if a.len() > MAX_ADDRESS_LEN || crate::net::NodeAddr::parse(a).is_err() {
+        return Err(bad(format!("{what} is not IP:PORT or HOST:PORT")));
+    }
+    Ok(())
+}
+
+/// A key from the wire: at most 50 characters.
+pub fn key(k: &str) -> Result<(), Status> {
+    if k.chars().count() > MAX_KEY_CHARS {
+        return Err(bad("Key is too long"));
+    }
+    Ok(())
+}
+
+/// A value's JSON text from the wire: at most `max_bytes`, and valid JSON.
+pub fn value_text(v: &str, max_bytes: usize) -> Result<(), Status> {
+    if v.len() > max_bytes {
+        return Err(bad(format!("value over {max_bytes} bytes")));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(v).map_err(|_| bad("value is not JSON"))?;
+    Ok(())
+}
+
+/// Bounds a generation.
+pub fn generation(g: u64) -> Result<u64, Status> {
+    if g > MAX_GENERATION {
+        return Err(bad("generation out of range"));
+    }
+    Ok(g)
+}
+
+/// Checks the values of writes (size and JSON validity); tombstones carry no value.
+pub fn check_values(ws: &[Write], max_bytes: usize) -> Result<(), Status> {
+    ws.iter()
+        .filter_map(|w| w.value.as_deref())
+        .try_for_each(|v| value_text(v, max_bytes))
+}
 
 /// Clock → wire entries.
 pub fn clock_to_pb(c: &VectorClock) -> Vec<pb::ClockEntry> {
@@ -23,9 +87,21 @@ pub fn clock_to_pb(c: &VectorClock) -> Vec<pb::ClockEntry> {
         .collect()
 }
 
-/// Wire entries → clock.
-pub fn clock_from_pb(entries: Vec<pb::ClockEntry>) -> VectorClock {
-    VectorClock::from_entries(entries.into_iter().map(|e| (e.origin, e.seq)))
+/// Wire entries → clock, bounded: at most `MAX_ENTRIES` entries of `IP:PORT` origins with
+/// counters below `MAX_SEQ`.
+pub fn clock_from_pb(entries: Vec<pb::ClockEntry>) -> Result<VectorClock, Status> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(bad("clock has too many entries"));
+    }
+    for e in &entries {
+        address("clock origin", &e.origin)?;
+        if e.seq > MAX_SEQ {
+            return Err(bad("clock counter out of range"));
+        }
+    }
+    Ok(VectorClock::from_entries(
+        entries.into_iter().map(|e| (e.origin, e.seq)),
+    ))
 }
 
 /// Write → wire.
@@ -43,15 +119,23 @@ pub fn write_to_pb(w: &Write) -> pb::Write {
     }
 }
 
-/// Wire → write, rejecting writes without a version or with an invalid one.
+/// Wire → write, rejecting writes without a version or with an invalid one (keys over 50
+/// characters, forged generations, counters out of range, a tombstone with a value). Value
+/// size and JSON validity need the node's limit: see [`check_values`].
 pub fn write_from_pb(w: pb::Write) -> Result<Write, Status> {
     let v = w
         .version
         .ok_or_else(|| Status::invalid_argument("write without a version"))?;
-    if v.seq == 0 || v.origin.is_empty() {
+    if v.seq == 0 || v.seq > MAX_SEQ {
         return Err(Status::invalid_argument("write with an invalid version"));
     }
-    let clock = clock_from_pb(v.clock);
+    address("write origin", &v.origin)?;
+    key(&w.key)?;
+    generation(v.generation)?;
+    if w.tombstone && !w.value.is_empty() {
+        return Err(bad("tombstone with a value"));
+    }
+    let clock = clock_from_pb(v.clock)?;
     if clock.get(&v.origin) != v.seq {
         return Err(Status::invalid_argument(
             "write clock does not include the write",
@@ -91,21 +175,39 @@ pub fn map_to_pb(m: &ShardMap) -> pb::ShardMap {
     }
 }
 
-/// Wire → shard map, rejecting members of shards outside `0..shard_count`.
+/// Wire → shard map, rejecting members of shards outside `0..shard_count`, members that are
+/// not `IP:PORT` or belong to two shards, more shards than nodes (a shard count of 2^32 − 1
+/// would make `/shard/ids` allocate 16 GiB), forged generations and epochs.
 pub fn map_from_pb(m: pb::ShardMap) -> Result<ShardMap, Status> {
+    if m.epoch > MAX_EPOCH {
+        return Err(bad("epoch out of range"));
+    }
     let mut map = ShardMap {
         epoch: m.epoch,
-        generation: m.generation,
+        generation: generation(m.generation)?,
         shard_count: m.shard_count,
         assignment: Default::default(),
     };
+    if m.shards.len() > MAX_MAP_NODES {
+        return Err(bad("too many shards"));
+    }
     for s in m.shards {
         if s.id >= m.shard_count {
             return Err(Status::invalid_argument("shard id out of range"));
         }
         for node in s.members {
-            map.assignment.insert(node, s.id);
+            address("shard member", &node)?;
+            if map.assignment.insert(node, s.id).is_some_and(|o| o != s.id) {
+                return Err(bad("node assigned to two shards"));
+            }
+            if map.assignment.len() > MAX_MAP_NODES {
+                return Err(bad("too many nodes"));
+            }
         }
+    }
+    let nodes = map.assignment.len().max(1);
+    if m.shard_count as usize > nodes {
+        return Err(bad("more shards than nodes in the map"));
     }
     Ok(map)
 }
@@ -119,13 +221,44 @@ pub fn op_to_pb(op: &KvOp) -> (pb::OpKind, String) {
     }
 }
 
-/// Wire kind and value → client op.
-pub fn op_from_pb(kind: i32, value: String) -> Result<KvOp, Status> {
+/// Wire kind and value → client op; a PUT's value must be JSON of at most `max_bytes`.
+pub fn op_from_pb(kind: i32, value: String, max_bytes: usize) -> Result<KvOp, Status> {
     match pb::OpKind::try_from(kind) {
-        Ok(pb::OpKind::Put) => Ok(KvOp::Put(value.into())),
+        Ok(pb::OpKind::Put) => {
+            value_text(&value, max_bytes)?;
+            Ok(KvOp::Put(value.into()))
+        }
         Ok(pb::OpKind::Get) => Ok(KvOp::Get),
         Ok(pb::OpKind::Delete) => Ok(KvOp::Delete),
         _ => Err(Status::invalid_argument("unknown operation kind")),
+    }
+}
+
+/// The token key to share with a member (keyless clusters only).
+pub fn token_key_to_pb() -> pb::TokenKey {
+    let k = token_key::current();
+    pb::TokenKey {
+        key: k.bytes.to_vec(),
+        created_ms: k.created_ms,
+    }
+}
+
+/// Adopts a token key a member answered with, if it is well-formed and older than ours.
+pub fn adopt_token_key(k: Option<pb::TokenKey>) {
+    let Some(k) = k else { return };
+    let Ok(bytes) = <[u8; token_key::KEY_BYTES]>::try_from(k.key.as_slice()) else {
+        return;
+    };
+    if k.created_ms > 0
+        && token_key::adopt(token_key::TokenKey {
+            created_ms: k.created_ms,
+            bytes,
+        })
+    {
+        tracing::info!(
+            created_ms = k.created_ms,
+            "adopted the cluster's metadata-token key"
+        );
     }
 }
 
@@ -196,61 +329,4 @@ pub fn reply_from_pb(r: pb::ForwardResponse) -> Result<OpReply, Status> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_and_map_round_trip() {
-        let w = Write {
-            key: "k".into(),
-            version: Version {
-                generation: 2,
-                origin: "a:1".into(),
-                seq: 3,
-                clock: VectorClock::from_entries([("a:1".to_string(), 3), ("b:1".to_string(), 1)]),
-            },
-            value: Some("{\"x\":1}".into()),
-        };
-        assert_eq!(write_from_pb(write_to_pb(&w)).unwrap(), w);
-        let tomb = Write {
-            value: None,
-            ..w.clone()
-        };
-        assert_eq!(write_from_pb(write_to_pb(&tomb)).unwrap(), tomb);
-        let m = ShardMap::initial(&["a:1".into(), "b:1".into(), "c:1".into(), "d:1".into()], 2);
-        assert_eq!(map_from_pb(map_to_pb(&m)).unwrap(), m);
-    }
-
-    #[test]
-    fn malformed_messages_are_rejected() {
-        assert!(write_from_pb(pb::Write::default()).is_err());
-        let mut w = write_to_pb(&Write {
-            key: "k".into(),
-            version: Version {
-                generation: 1,
-                origin: "a:1".into(),
-                seq: 2,
-                clock: VectorClock::new(),
-            },
-            value: None,
-        });
-        assert!(
-            write_from_pb(w.clone()).is_err(),
-            "clock must include the write"
-        );
-        w.version.as_mut().unwrap().seq = 0;
-        assert!(write_from_pb(w).is_err());
-        let bad = pb::ShardMap {
-            epoch: 1,
-            generation: 1,
-            shard_count: 1,
-            shards: vec![pb::ShardEntry {
-                id: 4,
-                members: vec![],
-            }],
-        };
-        assert!(map_from_pb(bad).is_err());
-        assert!(op_from_pb(42, String::new()).is_err());
-        assert!(metadata_from_token("nope").is_err());
-    }
-}
+mod tests;

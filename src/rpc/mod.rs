@@ -1,9 +1,11 @@
 //! gRPC between replicas: generated code, the client that implements `Peers`, thin service
 //! impls, and all protobuf ↔ domain conversions.
 
+pub mod auth;
 pub mod client;
 pub mod convert;
 pub mod service;
+pub mod tls;
 
 /// Generated protobuf/gRPC code for `proto/causalkv/v1`.
 pub mod pb {

@@ -1,4 +1,5 @@
-//! Thin tonic service implementations: convert, call the cluster layer, convert back.
+//! Thin tonic service implementations: authenticate the sender, convert (validating), call the
+//! cluster layer, convert back.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -6,18 +7,71 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Caller;
 use super::convert::{
-    clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, metadata_from_token, op_from_pb,
-    reply_to_pb, write_to_pb, writes_from_pb,
+    self, adopt_token_key, check_values, clock_from_pb, clock_to_pb, map_from_pb, map_to_pb,
+    metadata_from_token, op_from_pb, reply_to_pb, token_key_to_pb, write_to_pb, writes_from_pb,
 };
 use super::pb;
 use crate::cluster::Node;
+use crate::cluster::guard::claims_own_ip;
 use crate::cluster::peers::{ChangeKind, SnapshotPart};
 use crate::cluster::shards::Mode;
+use crate::domain::shard::ShardMap;
 
 /// Implements every causalkv gRPC service over one node.
 #[derive(Clone)]
 pub struct Services(pub Node);
+
+/// Checks that `sender` is who the transport says called: the sender signed with the cluster
+/// key, or (without a key) an address on the caller's own IP. A request that did not pass the
+/// auth middleware is refused.
+async fn check_sender<T>(req: &Request<T>, sender: &str) -> Result<(), Status> {
+    convert::address("sender", sender)?;
+    let Some(caller) = req.extensions().get::<Caller>() else {
+        return Err(Status::unauthenticated("unauthenticated internal call"));
+    };
+    let ok = match (&caller.signed_sender, caller.ip) {
+        (Some(signed), _) => signed == sender,
+        (None, Some(ip)) => claims_own_ip(sender, ip).await,
+        (None, None) => false,
+    };
+    if !ok {
+        return Err(Status::unauthenticated(
+            "sender does not match the authenticated caller",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the caller may learn the token key: keyless clusters only (with a key every node
+/// derives it), and only a caller that passed the member check.
+async fn shares_token_key<T>(node: &Node, req: &Request<T>) -> bool {
+    let ip = req.extensions().get::<Caller>().and_then(|c| c.ip);
+    match ip {
+        Some(ip) if node.cfg.cluster_key.is_none() => node.is_member_ip(ip).await,
+        _ => false,
+    }
+}
+
+impl Services {
+    /// Accepts (and, if older, signs with) the token key of a caller that is a key source:
+    /// keyless clusters only, `sender` already checked against the caller.
+    fn learn_token_key(&self, sender: &str, key: Option<pb::TokenKey>) {
+        if self.0.cfg.cluster_key.is_none() && self.0.is_key_source(sender) {
+            adopt_token_key(key);
+        }
+    }
+
+    /// A map pushed by a peer: structurally valid and a plausible next step from ours.
+    fn pushed_map(&self, m: pb::ShardMap) -> Result<ShardMap, Status> {
+        let map = map_from_pb(m)?;
+        self.0
+            .check_pushed_map(&map)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(map)
+    }
+}
 
 #[tonic::async_trait]
 impl pb::replication_server::Replication for Services {
@@ -25,8 +79,16 @@ impl pb::replication_server::Replication for Services {
         &self,
         req: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        check_sender(&req, &req.get_ref().sender).await?;
         let r = req.into_inner();
         let writes = writes_from_pb(r.writes)?;
+        check_values(&writes, self.0.cfg.max_value_bytes)?;
+        // A node replicates only the writes it accepted itself.
+        if writes.iter().any(|w| *w.version.origin != *r.sender) {
+            return Err(Status::invalid_argument(
+                "replicated write of another origin than the sender",
+            ));
+        }
         let (applied, buffered) = self.0.receive_writes(&r.sender, r.sent_at_ms, writes);
         Ok(Response::new(pb::ReplicateResponse { applied, buffered }))
     }
@@ -36,7 +98,8 @@ impl pb::replication_server::Replication for Services {
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
         let r = req.into_inner();
-        let op = op_from_pb(r.kind, r.value)?;
+        convert::key(&r.key)?;
+        let op = op_from_pb(r.kind, r.value, self.0.cfg.max_value_bytes)?;
         let meta = metadata_from_token(&r.metadata)?;
         let wait = Duration::from_millis(r.wait_ms.min(self.0.cfg.legacy_wait.as_millis() as u64));
         let reply = self.0.execute_local(&r.key, op, meta, wait).await;
@@ -50,7 +113,10 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let r = req.into_inner();
+        check_sender(&req, &req.get_ref().sender).await?;
+        let share = shares_token_key(&self.0, &req).await;
+        let mut r = req.into_inner();
+        self.learn_token_key(&r.sender, r.token_key.take());
         let a = self.0.on_heartbeat(&r.sender, r.incarnation, r.map_epoch);
         Ok(Response::new(pb::HeartbeatResponse {
             responder: self.0.me.to_string(),
@@ -60,6 +126,7 @@ impl pb::membership_server::Membership for Services {
             generation: a.generation,
             map: a.map.as_ref().map(map_to_pb),
             map_epoch: a.map_epoch,
+            token_key: share.then(token_key_to_pb),
         }))
     }
 
@@ -67,12 +134,20 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::AnnounceRequest>,
     ) -> Result<Response<pb::AnnounceResponse>, Status> {
-        let r = req.into_inner();
+        check_sender(&req, &req.get_ref().sender).await?;
+        if self.0.peer_table_full(&req.get_ref().sender) {
+            return Err(Status::resource_exhausted("peer table full"));
+        }
+        let mut r = req.into_inner();
+        self.learn_token_key(&r.sender, r.token_key.take());
         let (view, map) = self.0.on_announce(&r.sender, r.incarnation);
+        // The announcer announced from the address it claims: it is a member now.
+        let share = self.0.cfg.cluster_key.is_none();
         Ok(Response::new(pb::AnnounceResponse {
             responder: self.0.me.to_string(),
             view,
             map: (!map.is_replicated()).then(|| map_to_pb(&map)),
+            token_key: share.then(token_key_to_pb),
         }))
     }
 
@@ -80,7 +155,9 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::ViewChangeRequest>,
     ) -> Result<Response<pb::Ack>, Status> {
+        check_sender(&req, &req.get_ref().sender).await?;
         let r = req.into_inner();
+        convert::address("node", &r.node)?;
         let kind = match pb::ChangeKind::try_from(r.kind) {
             Ok(pb::ChangeKind::Down) => ChangeKind::Down,
             Ok(pb::ChangeKind::Added) => ChangeKind::Added,
@@ -96,7 +173,7 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(map_from_pb(req.into_inner())?);
+        self.0.install_map(self.pushed_map(req.into_inner())?);
         Ok(Response::new(pb::Ack {}))
     }
 }
@@ -111,11 +188,17 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        check_sender(&req, &req.get_ref().requester).await?;
         let r = req.into_inner();
-        let known = (!r.full).then(|| clock_from_pb(r.known));
+        let generation = convert::generation(r.generation)?;
+        let known = if r.full {
+            None
+        } else {
+            Some(clock_from_pb(r.known)?)
+        };
         let chunks = self
             .0
-            .snapshot_stream(r.generation, known)
+            .snapshot_stream(generation, known)
             .map(|part| match part {
                 Ok(SnapshotPart::Writes { generation, writes }) => Ok(pb::SnapshotChunk {
                     writes: writes.iter().map(write_to_pb).collect(),
@@ -138,7 +221,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        let map = map_from_pb(req.into_inner())?;
+        let map = self.pushed_map(req.into_inner())?;
         self.0
             .prepare_reshard(map)
             .map_err(Status::failed_precondition)?;
@@ -149,7 +232,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::ReshardDataResponse>, Status> {
-        let map = map_from_pb(req.into_inner())?;
+        let map = self.pushed_map(req.into_inner())?;
         let keys_sent = self
             .0
             .send_reshard_data(map)
@@ -166,6 +249,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let writes = writes_from_pb(batch.writes)?;
+            check_values(&writes, self.0.cfg.max_value_bytes)?;
             self.0
                 .stage(batch.epoch, writes)
                 .map_err(Status::failed_precondition)?;
@@ -177,7 +261,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(map_from_pb(req.into_inner())?);
+        self.0.install_map(self.pushed_map(req.into_inner())?);
         Ok(Response::new(pb::Ack {}))
     }
 
