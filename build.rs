@@ -1,4 +1,5 @@
-//! Compiles `proto/**/*.proto` with the pure-Rust `protox` compiler and generates tonic code,
+//! Compiles the `.proto` files of `proto/causalkv/v1/` (listed below) with the pure-Rust `protox`
+//! compiler and generates tonic code,
 //! so no system `protoc` is needed anywhere (laptop, Docker, CI).
 
 use std::path::PathBuf;

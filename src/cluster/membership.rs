@@ -426,7 +426,7 @@ impl Node {
         self.state().shard_peers(&self.me)
     }
 
-    /// Sleeps for one heartbeat period (used by start-up retries).
+    /// Sleeps for one heartbeat period, at most 200 ms (while waiting for a running pull).
     pub async fn pause(&self) {
         tokio::time::sleep(self.cfg.heartbeat.min(Duration::from_millis(200))).await;
     }

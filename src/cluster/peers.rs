@@ -111,7 +111,8 @@ pub struct ForwardOp {
 
 /// What other nodes do for this one. Every call has a deadline.
 pub trait Peers: Send + Sync + 'static {
-    /// Sends a batch of writes; `sent_at_ms` lets the receiver drop batches the sender gave up on.
+    /// Sends a batch of writes (stamped with the send time on the wire, so the receiver can drop
+    /// batches the sender gave up on).
     fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>>;
     /// Heartbeat carrying our incarnation and map epoch.
     fn heartbeat(
