@@ -144,6 +144,11 @@ impl Node {
         }
     }
 
+    /// Estimated bytes queued for `peer`, for operators.
+    pub fn queue_bytes(&self, peer: &str) -> usize {
+        self.queue(peer).map_or(0, |q| q.bytes())
+    }
+
     /// Queue depth per peer, for the admin service.
     pub fn queue_depth(&self, peer: &str) -> usize {
         self.queue(peer).map_or(0, |q| q.depth())

@@ -128,6 +128,11 @@ pub struct PeerInfo {
     pub incarnation: u64,
     /// Writes queued for it.
     pub queue_depth: u64,
+    /// Estimated bytes of those writes.
+    pub queue_bytes: u64,
+    /// This node's own writes (of its generation) the peer had not reported delivered at its
+    /// last heartbeat answer: replication lag in writes (0 for a peer of another shard).
+    pub lag_writes: u64,
     /// Its shard, `None` for a spare.
     pub shard: Option<ShardId>,
 }
@@ -223,7 +228,7 @@ impl Node {
                     .into_iter()
                     .map(|id| ShardInfo {
                         id,
-                        members: st.map.members(id),
+                        members: st.members(id),
                     })
                     .collect(),
                 peers: st
@@ -234,6 +239,15 @@ impl Node {
                         state: p.state.name(),
                         incarnation: p.incarnation,
                         queue_depth: 0,
+                        queue_bytes: 0,
+                        lag_writes: if st.map.shard_of(a) == st.my_shard(&self.me) {
+                            st.replica
+                                .clock
+                                .get(&self.me)
+                                .saturating_sub(st.has_mine.get(a).copied().unwrap_or(0))
+                        } else {
+                            0
+                        },
                         shard: st.map.shard_of(a),
                     })
                     .collect(),
@@ -245,6 +259,7 @@ impl Node {
         };
         for p in &mut s.peers {
             p.queue_depth = self.queue_depth(&p.address) as u64;
+            p.queue_bytes = self.queue_bytes(&p.address) as u64;
         }
         s.peers.sort_by(|a, b| a.address.cmp(&b.address));
         s.counters = self.stats.snapshot();

@@ -252,6 +252,28 @@ impl Collector for NodeCollector {
             ConstGauge::new(i64::try_from(p.queue_depth).unwrap_or(i64::MAX))
                 .encode(m.encode_family(&labels)?)?;
         }
+        let mut m = enc.encode_descriptor(
+            "causalkv_replication_queue",
+            "Estimated bytes queued for each peer",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?;
+        for p in &s.peers {
+            let labels = [("peer", p.address.as_str())];
+            ConstGauge::new(i64::try_from(p.queue_bytes).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&labels)?)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "causalkv_replication_lag_writes",
+            "This node's writes a shard peer had not reported delivered at its last heartbeat",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &s.peers {
+            let labels = [("peer", p.address.as_str())];
+            ConstGauge::new(i64::try_from(p.lag_writes).unwrap_or(i64::MAX))
+                .encode(m.encode_family(&labels)?)?;
+        }
         process::encode(&mut enc)
     }
 }
