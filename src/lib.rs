@@ -11,6 +11,7 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod domain;
+pub mod fuzzing;
 pub mod hardening;
 pub mod local;
 pub mod nemesis;
