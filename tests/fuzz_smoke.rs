@@ -6,27 +6,17 @@
 use causalkv::domain::clock::VectorClock;
 use causalkv::domain::store::{Version, Write};
 use causalkv::fuzzing;
+use causalkv::nemesis::rng::Rng;
 use causalkv::rpc::{convert, pb};
 use prost::Message;
 
 /// Inputs per target.
 const INPUTS: usize = 20_000;
 
-/// xorshift64*: small, seeded, reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, max: usize) -> Vec<u8> {
-        let n = (self.next() as usize) % (max + 1);
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+/// `n` seeded random bytes, `n` below `max`.
+fn bytes(rng: &mut Rng, max: u64) -> Vec<u8> {
+    let n = rng.below(max + 1);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Valid messages of every kind the targets parse, to mutate.
@@ -65,17 +55,17 @@ fn seeds() -> Vec<Vec<u8>> {
 }
 
 fn smoke(name: &str, target: fn(&[u8])) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15, name.len() as u64);
     let seeds = seeds();
     for i in 0..INPUTS {
         let input = if i % 2 == 0 {
-            rng.bytes(256)
+            bytes(&mut rng, 256)
         } else {
             let mut s = seeds[i / 2 % seeds.len()].clone();
-            for _ in 0..1 + rng.next() % 4 {
+            for _ in 0..1 + rng.below(4) {
                 if !s.is_empty() {
-                    let at = (rng.next() as usize) % s.len();
-                    s[at] = rng.next() as u8;
+                    let at = rng.below(s.len() as u64) as usize;
+                    s[at] = rng.next_u64() as u8;
                 }
             }
             s

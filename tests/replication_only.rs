@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use causalkv::nemesis::rng::Rng;
 use common::{Cluster, counts_agree, eventually, sorted};
 use serde_json::{Value, json};
 
@@ -90,21 +91,15 @@ async fn shard_endpoints_describe_one_shard_whose_members_are_the_view() {
     assert_eq!(s, 404, "{b}");
 }
 
-/// A small seeded generator for the start order (printed, so a failing order can be replayed
-/// with `CKV_TEST_SEED`).
+/// A shuffled start order and the pause before each start, from `seed` (printed, so a failing
+/// order can be replayed with `CKV_TEST_SEED`).
 fn shuffled(n: usize, seed: u64) -> (Vec<usize>, Vec<u64>) {
-    let mut x = seed | 1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng::new(seed, 0);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, (next() % (i as u64 + 1)) as usize);
+        order.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let mut gaps: Vec<u64> = (0..n).map(|_| next() % (MAX_STAGGER_MS / 2 + 1)).collect();
+    let mut gaps: Vec<u64> = (0..n).map(|_| rng.below(MAX_STAGGER_MS / 2 + 1)).collect();
     gaps[0] = 0;
     // keep the last start within MAX_STAGGER_MS of the first
     let total: u64 = gaps.iter().sum();
