@@ -17,7 +17,7 @@ pub struct Args {
     pub seed: u64,
     /// A campaign: every seed of the range `A..B` (B excluded) or `A..=B`.
     #[arg(long, value_parser = parse_seeds)]
-    pub seeds: Option<Vec<u64>>,
+    pub seeds: Option<Seeds>,
     /// Campaign runs at once (1..=4); their contention for the CPU is itself a fault.
     #[arg(long, default_value_t = 1)]
     pub parallel: usize,
@@ -43,8 +43,12 @@ pub struct Args {
     pub keep: PathBuf,
 }
 
+/// The seeds of a campaign, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seeds(pub Vec<u64>);
+
 /// Parses `A..B` or `A..=B` into the seeds it names.
-fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
+fn parse_seeds(s: &str) -> Result<Seeds, String> {
     let bad = || format!("expected A..B or A..=B, got {s:?}");
     let (a, b, inclusive) = match s.split_once("..=") {
         Some((a, b)) => (a, b, true),
@@ -59,7 +63,7 @@ fn parse_seeds(s: &str) -> Result<Vec<u64>, String> {
     if end <= a || end - a > 10_000 {
         return Err(format!("{s:?} names no seeds, or more than 10,000"));
     }
-    Ok((a..end).collect())
+    Ok(Seeds((a..end).collect()))
 }
 
 /// Runs the command; returns the process exit code.
@@ -103,7 +107,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
                 println!("{summary}");
                 Ok(summary.is_clean())
             }
-            Some(seeds) => {
+            Some(Seeds(seeds)) => {
                 let c = Campaign {
                     seeds,
                     parallel: args.parallel,
@@ -133,13 +137,33 @@ fn row_line(r: &super::campaign::Row) -> String {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: Args,
+    }
+
     #[test]
     fn seed_ranges() {
-        assert_eq!(parse_seeds("3..6"), Ok(vec![3, 4, 5]));
-        assert_eq!(parse_seeds("3..=5"), Ok(vec![3, 4, 5]));
-        assert_eq!(parse_seeds(" 7 ..= 7"), Ok(vec![7]));
+        assert_eq!(parse_seeds("3..6"), Ok(Seeds(vec![3, 4, 5])));
+        assert_eq!(parse_seeds("3..=5"), Ok(Seeds(vec![3, 4, 5])));
+        assert_eq!(parse_seeds(" 7 ..= 7"), Ok(Seeds(vec![7])));
         for bad in ["5..5", "6..3", "x..3", "3", "1..20000"] {
             assert!(parse_seeds(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        use clap::Parser;
+        let c = Cmd::try_parse_from(["nemesis", "--seeds", "1..51", "--parallel", "3"])
+            .expect("campaign");
+        assert_eq!(c.args.seeds, Some(Seeds((1..51).collect())));
+        assert_eq!((c.args.parallel, c.args.seconds), (3, 30));
+        let c = Cmd::try_parse_from(["nemesis", "--seed", "7", "--history", "h.jsonl"])
+            .expect("one seed");
+        assert_eq!((c.args.seed, c.args.seeds), (7, None));
+        assert!(Cmd::try_parse_from(["nemesis", "--seed", "7", "--seeds", "1..3"]).is_err());
+        assert!(Cmd::try_parse_from(["nemesis", "--seeds", "9..3"]).is_err());
     }
 }
