@@ -245,6 +245,25 @@ async fn reshard_turns_a_replicated_cluster_of_four_into_two_shards() {
         .req(2, "PUT", "/shard/reshard", Some(json!({"shard-count": 2})))
         .await;
     assert_eq!((s, b), (200, json!({"result": "resharded"})));
+    // the coordinator reports the moved keys, and no phase once committed
+    let mut admin =
+        causalkv::rpc::pb::admin_client::AdminClient::connect(format!("http://{}", c.addr(2)))
+            .await
+            .expect("connect");
+    let st = admin
+        .status(causalkv::rpc::pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (st.mode.as_str(), st.reshard_phase.as_str()),
+        ("sharded", "")
+    );
+    assert!(
+        st.reshard_keys_moved >= KEYS as u64,
+        "{}",
+        st.reshard_keys_moved
+    );
     for i in 0..4 {
         let (_, b) = c.req(i, "GET", "/shard/ids", None).await;
         assert_eq!(b, json!({"shard-ids": [0, 1]}));

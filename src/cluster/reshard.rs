@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use super::batch::Batcher;
 use super::shards::ShardOpError;
+use super::status::ReshardPhase;
 use super::{Node, Staging};
 use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -41,10 +42,12 @@ impl Node {
         let started = Instant::now();
         info!(node = %self.me, from = old.shard_count, to = shard_count, epoch = new.epoch, "reshard started");
         let nodes: Vec<String> = new.assignment.keys().cloned().collect();
+        self.enter_reshard_phase(ReshardPhase::Prepare, &new);
         let prepared = join_all(nodes.iter().map(|n| self.call_prepare(n, &new))).await;
         if let Some(e) = prepared.into_iter().find_map(Result::err) {
             return self.abort_everywhere(&nodes, &new, e).await;
         }
+        self.enter_reshard_phase(ReshardPhase::Transfer, &new);
         let sent = join_all(
             old.ids()
                 .into_iter()
@@ -58,10 +61,17 @@ impl Node {
                 Err(e) => return self.abort_everywhere(&nodes, &new, e).await,
             }
         }
+        self.enter_reshard_phase(ReshardPhase::Commit, &new);
         join_all(nodes.iter().map(|n| self.call_commit(n, &new))).await;
+        self.stats.set_reshard_phase(ReshardPhase::Idle);
         self.stats.reshard_done(keys, started.elapsed());
         info!(node = %self.me, keys_sent = keys, ms = started.elapsed().as_millis() as u64, "reshard committed");
         Ok(())
+    }
+
+    fn enter_reshard_phase(&self, phase: ReshardPhase, map: &ShardMap) {
+        self.stats.set_reshard_phase(phase);
+        info!(node = %self.me, epoch = map.epoch, phase = phase.name(), "reshard phase");
     }
 
     async fn abort_everywhere(
@@ -71,6 +81,7 @@ impl Node {
         e: String,
     ) -> Result<(), ShardOpError> {
         super::status::Counters::add(&self.stats.reshards_failed, 1);
+        self.stats.set_reshard_phase(ReshardPhase::Idle);
         warn!(node = %self.me, error = %e, "reshard aborted");
         join_all(nodes.iter().map(|n| async move {
             if *n == *self.me {

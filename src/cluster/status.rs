@@ -44,6 +44,47 @@ pub struct Counters {
     /// Set once this node has compared its data with a live member of its shard (a pull
     /// succeeded, or a heartbeat showed no lag): before that a restarted node may lack data.
     pub synced: AtomicBool,
+    /// The phase of the reshard this node coordinates ([`ReshardPhase`] as a number).
+    pub reshard_phase: std::sync::atomic::AtomicU8,
+}
+
+/// Where a reshard is, as seen by the node that coordinates it (or takes part in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReshardPhase {
+    /// No reshard here.
+    Idle = 0,
+    /// Coordinator: asking every node to stop client writes and open a staging area.
+    Prepare = 1,
+    /// Coordinator: one member per old shard streams its keys to their new owners.
+    Transfer = 2,
+    /// Coordinator: every node installs the new map with its staged keys.
+    Commit = 3,
+    /// Participant: staging keys, client writes held, waiting for the coordinator's commit.
+    Prepared = 4,
+}
+
+impl ReshardPhase {
+    /// The name in logs, `Admin/Status` and the dashboard ("" when idle).
+    pub fn name(self) -> &'static str {
+        match self {
+            ReshardPhase::Idle => "",
+            ReshardPhase::Prepare => "prepare",
+            ReshardPhase::Transfer => "transfer",
+            ReshardPhase::Commit => "commit",
+            ReshardPhase::Prepared => "prepared",
+        }
+    }
+
+    fn from_u8(n: u8) -> Self {
+        match n {
+            1 => ReshardPhase::Prepare,
+            2 => ReshardPhase::Transfer,
+            3 => ReshardPhase::Commit,
+            4 => ReshardPhase::Prepared,
+            _ => ReshardPhase::Idle,
+        }
+    }
 }
 
 impl Counters {
@@ -59,6 +100,16 @@ impl Counters {
         Self::add(&self.sync_bytes, bytes);
         Self::add(&self.sync_micros, took.as_micros() as u64);
         self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Records the phase of the reshard this node coordinates.
+    pub fn set_reshard_phase(&self, phase: ReshardPhase) {
+        self.reshard_phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    /// The phase of the reshard this node coordinates.
+    pub fn coordinated_phase(&self) -> ReshardPhase {
+        ReshardPhase::from_u8(self.reshard_phase.load(Ordering::Relaxed))
     }
 
     /// Records a committed reshard that moved `keys` keys in `took`.
@@ -175,6 +226,8 @@ pub struct NodeStatus {
     pub causal_buffer: u64,
     /// A reshard is staged on this node.
     pub resharding: bool,
+    /// The reshard phase here: the coordinator's, else `Prepared` while staging, else `Idle`.
+    pub reshard_phase: ReshardPhase,
     /// Counters.
     pub counters: CounterValues,
 }
@@ -203,6 +256,15 @@ impl Node {
             );
         }
         Readiness::Ready
+    }
+
+    /// The reshard phase here: the one this node coordinates, else `Prepared` while it stages
+    /// keys for another coordinator, else `Idle`.
+    pub fn reshard_phase(&self) -> ReshardPhase {
+        match self.stats.coordinated_phase() {
+            ReshardPhase::Idle if self.state().staging.is_some() => ReshardPhase::Prepared,
+            phase => phase,
+        }
     }
 
     /// A plain snapshot for operators (copies under the lock, nothing else).
@@ -254,6 +316,10 @@ impl Node {
                 keys: st.replica.store.live_count() as u64,
                 causal_buffer: st.replica.pending_len() as u64,
                 resharding: st.staging.is_some(),
+                reshard_phase: match self.stats.coordinated_phase() {
+                    ReshardPhase::Idle if st.staging.is_some() => ReshardPhase::Prepared,
+                    phase => phase,
+                },
                 counters: CounterValues::default(),
             }
         };

@@ -111,6 +111,13 @@ impl Collector for NodeCollector {
         )?;
         one(
             e,
+            "causalkv_reshard_phase",
+            "Reshard phase here: 0 none, 1 prepare, 2 transfer, 3 commit (coordinator), 4 prepared (participant)",
+            None,
+            gauge(s.reshard_phase as u64),
+        )?;
+        one(
+            e,
             "causalkv_replication_batches",
             "Replication batches acknowledged by peers",
             None,

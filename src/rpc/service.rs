@@ -323,6 +323,8 @@ impl pb::admin_server::Admin for Services {
             shard_id: shard,
             mode: mode.name().to_string(),
             generation,
+            reshard_phase: n.reshard_phase().name().to_string(),
+            reshard_keys_moved: n.stats.snapshot().reshard_keys,
         }))
     }
 
