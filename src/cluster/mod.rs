@@ -6,6 +6,7 @@
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
 pub mod batch;
+pub mod forward;
 pub mod guard;
 pub mod kv;
 pub mod membership;
@@ -16,6 +17,7 @@ pub mod reshard;
 pub mod scripted;
 pub mod shards;
 pub mod snapshot;
+pub mod startup;
 pub mod status;
 pub mod supervise;
 pub mod sync;
