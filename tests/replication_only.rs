@@ -60,15 +60,7 @@ async fn shard_endpoints_describe_one_shard_whose_members_are_the_view() {
         assert_eq!(b["shard-id-members"], json!(all), "{b}");
     }
     // Admin/Status names the mode
-    let mut admin =
-        causalkv::rpc::pb::admin_client::AdminClient::connect(format!("http://{}", c.addr(1)))
-            .await
-            .expect("connect");
-    let st = admin
-        .status(causalkv::rpc::pb::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let st = admin_status(&c, 1).await;
     assert_eq!((st.mode.as_str(), st.shard_id), ("replicated", Some(0)));
     // every node of the view already is a member of shard 0
     let (s, b) = c
@@ -89,6 +81,19 @@ async fn shard_endpoints_describe_one_shard_whose_members_are_the_view() {
         )
         .await;
     assert_eq!(s, 404, "{b}");
+}
+
+/// `Admin/Status` of node `i`, over gRPC.
+async fn admin_status(c: &Cluster, i: usize) -> causalkv::rpc::pb::StatusResponse {
+    let url = format!("http://{}", c.addr(i));
+    let mut admin = causalkv::rpc::pb::admin_client::AdminClient::connect(url)
+        .await
+        .expect("connect");
+    admin
+        .status(causalkv::rpc::pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
 }
 
 /// A shuffled start order and the pause before each start, from `seed` (printed, so a failing
@@ -246,15 +251,7 @@ async fn reshard_turns_a_replicated_cluster_of_four_into_two_shards() {
         .await;
     assert_eq!((s, b), (200, json!({"result": "resharded"})));
     // the coordinator reports the moved keys, and no phase once committed
-    let mut admin =
-        causalkv::rpc::pb::admin_client::AdminClient::connect(format!("http://{}", c.addr(2)))
-            .await
-            .expect("connect");
-    let st = admin
-        .status(causalkv::rpc::pb::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let st = admin_status(&c, 2).await;
     assert_eq!(
         (st.mode.as_str(), st.reshard_phase.as_str()),
         ("sharded", "")
