@@ -273,6 +273,7 @@ impl Node {
             Readiness::Ready => None,
             Readiness::NotReady(why) => Some(why),
         };
+        let reshard_phase = self.reshard_phase();
         let mut s = {
             let st = self.state();
             NodeStatus {
@@ -316,10 +317,7 @@ impl Node {
                 keys: st.replica.store.live_count() as u64,
                 causal_buffer: st.replica.pending_len() as u64,
                 resharding: st.staging.is_some(),
-                reshard_phase: match self.stats.coordinated_phase() {
-                    ReshardPhase::Idle if st.staging.is_some() => ReshardPhase::Prepared,
-                    phase => phase,
-                },
+                reshard_phase,
                 counters: CounterValues::default(),
             }
         };
