@@ -21,3 +21,4 @@ pub mod progress;
 pub mod rpc;
 pub mod server;
 pub mod status_cli;
+pub mod storage;

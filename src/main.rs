@@ -28,7 +28,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node, configured by SOCKET_ADDRESS, VIEW, SHARD_COUNT and CKV_* variables.
-    Serve,
+    Serve {
+        /// Keep data in this directory (same as DATA_DIR); without either, in memory only.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// If the data directory is damaged, set it aside and copy the shard from its peers
+        /// (same as CKV_RECOVER_FROM_PEERS=1) instead of refusing to start.
+        #[arg(long)]
+        recover_from_peers: bool,
+    },
     /// Run a local cluster on loopback (127.0.0.2, .3, ...), one process per node.
     Local {
         /// Number of nodes.
@@ -90,9 +98,20 @@ fn init_logging() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::Serve => {
-            let cfg = Config::from_vars(|k| std::env::var(k).ok())?;
+    let serve = Cmd::Serve {
+        data_dir: None,
+        recover_from_peers: false,
+    };
+    match cli.command.unwrap_or(serve) {
+        Cmd::Serve {
+            data_dir,
+            recover_from_peers,
+        } => {
+            let mut cfg = Config::from_vars(|k| std::env::var(k).ok())?;
+            if data_dir.is_some() {
+                cfg.storage.data_dir = data_dir;
+            }
+            cfg.storage.recover_from_peers |= recover_from_peers;
             tokio::runtime::Runtime::new()?.block_on(causalkv::server::run(cfg))?;
         }
         Cmd::Local {

@@ -158,6 +158,7 @@ impl Node {
         {
             return Err("another reshard is in progress".into());
         }
+        self.persist_staged(&map, Vec::new());
         st.staging = Some(Staging {
             map,
             store: Store::new(),
@@ -248,9 +249,11 @@ impl Node {
                     ));
                 }
                 s.bytes += bytes;
-                for w in writes {
-                    s.store.apply(w);
+                let map = s.map.clone();
+                for w in &writes {
+                    s.store.apply(w.clone());
                 }
+                self.persist_staged(&map, writes);
                 Ok(())
             }
             _ => Err(format!("no reshard of epoch {epoch} is prepared here")),
@@ -267,6 +270,7 @@ impl Node {
                 .is_some_and(|s| s.map.epoch == map.epoch);
             if matches {
                 st.staging = None;
+                drop(self.persist(vec![crate::storage::Change::Unstaged]));
             }
             matches
         };

@@ -86,6 +86,7 @@ impl Node {
             let generation_before = st.replica.generation;
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
+            let unstaged = st.staging.is_some() && map.generation > st.replica.generation;
             let need_sync = if map.generation > st.replica.generation {
                 let staged = st.staging.take().filter(|s| s.map.epoch == map.epoch);
                 match staged {
@@ -119,6 +120,8 @@ impl Node {
                 }
             }
             st.map = map;
+            let new_generation = st.replica.generation != generation_before;
+            self.persist_new_map(st, new_generation, unstaged);
             st.ahead.clear();
             if st.replica.generation != generation_before {
                 st.has_mine.clear();

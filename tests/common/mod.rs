@@ -14,7 +14,7 @@ static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
 /// A running node process.
 pub struct NodeProc {
     pub addr: String,
-    env: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
