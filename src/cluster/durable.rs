@@ -204,3 +204,90 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cluster::kv::{KvOp, Outcome};
+    use crate::cluster::scripted::ScriptedPeers;
+    use crate::config::Config;
+    use crate::domain::metadata::CausalMetadata;
+    use crate::storage::memory::MemoryStorage;
+
+    /// A member of a 4-node, 2-shard cluster kept in `storage`, serving at once.
+    fn node(storage: &Arc<MemoryStorage>) -> Node {
+        let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
+        let cfg = Config::from_vars(|k| match k {
+            "SOCKET_ADDRESS" => Some(view[0].clone()),
+            "VIEW" => Some(view.join(",")),
+            "SHARD_COUNT" => Some("2".into()),
+            _ => None,
+        })
+        .expect("config");
+        let node = Node::with_storage(cfg, Arc::new(ScriptedPeers::default()), storage.clone())
+            .expect("recover");
+        let _ = node.ready.send_replace(true);
+        node
+    }
+
+    fn own_keys(n: &Node, count: usize) -> Vec<String> {
+        let st = n.state();
+        let mine = st.my_shard(&n.me);
+        (0..)
+            .map(|i| format!("k{i}"))
+            .filter(|k| Some(st.map.shard_for_key(k)) == mine)
+            .take(count)
+            .collect()
+    }
+
+    async fn put(n: &Node, key: &str, meta: CausalMetadata) -> crate::cluster::kv::OpReply {
+        n.execute_local(key, KvOp::Put("1".into()), meta, Duration::ZERO)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_restarted_node_has_its_writes_counters_and_serves_old_metadata() {
+        let storage = Arc::new(MemoryStorage::new());
+        let first = node(&storage);
+        let keys = own_keys(&first, 20);
+        let mut meta = CausalMetadata::empty();
+        for k in &keys {
+            let r = put(&first, k, meta.clone()).await;
+            assert_eq!(r.outcome, Outcome::Created);
+            meta = r.metadata.expect("metadata");
+        }
+        let incarnation = first.incarnation;
+        drop(first);
+        let again = node(&storage);
+        assert!(again.restarted_from_disk());
+        assert!(again.incarnation > incarnation);
+        let get = again
+            .execute_local(&keys[0], KvOp::Get, meta.clone(), Duration::ZERO)
+            .await;
+        assert_eq!(get.outcome, Outcome::Found, "old metadata is satisfied");
+        let r = put(&again, &keys[1], meta).await;
+        assert_eq!(r.outcome, Outcome::Replaced);
+        let seq = r.written.expect("write id");
+        assert_eq!(seq.seq, 21, "numbering goes on after the restart");
+    }
+
+    #[tokio::test]
+    async fn a_write_storage_cannot_take_is_refused_and_not_applied() {
+        let storage = Arc::new(MemoryStorage::new());
+        let n = node(&storage);
+        let key = own_keys(&n, 1).remove(0);
+        storage.set_failing(true);
+        let r = put(&n, &key, CausalMetadata::empty()).await;
+        assert!(
+            matches!(r.outcome, Outcome::Unavailable(ref m) if m.contains("storage")),
+            "{r:?}"
+        );
+        assert!(n.state().replica.store.get(&key).is_none());
+        storage.set_failing(false);
+        let r = put(&n, &key, CausalMetadata::empty()).await;
+        assert_eq!(r.outcome, Outcome::Created);
+        assert_eq!(storage.key_count(), 1);
+    }
+}

@@ -160,3 +160,6 @@ pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, 
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests;
