@@ -224,3 +224,124 @@ fn truncate_journal_tail(dir: &std::path::Path) {
         .expect("open");
     f.set_len((end - 4096) as u64).expect("truncate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_nodes_resharded_to_three_keep_map_and_data_through_a_whole_cluster_crash() {
+    let dirs = Scratch::new("reshard");
+    let mut c = durable_cluster(6, Some(2), &dirs, &[]).await;
+    let sessions = write_load(&c, 6, 100, |cl| cl).await;
+    let (s, b) = c
+        .req(0, "PUT", "/shard/reshard", Some(json!({"shard-count": 3})))
+        .await;
+    assert_eq!((s, b), (200, json!({"result": "resharded"})));
+    for i in 0..6 {
+        c.kill(i);
+    }
+    for i in 0..6 {
+        c.spawn(i);
+    }
+    for i in 0..6 {
+        c.wait_up(i, Duration::from_secs(30)).await;
+    }
+    for i in 0..6 {
+        let (s, b) = c.req(i, "GET", "/shard/ids", None).await;
+        assert_eq!((s, &b["shard-ids"]), (200, &json!([0, 1, 2])), "node {i}");
+    }
+    for i in 0..6 {
+        all_readable(&c, i, &sessions[i..=i]).await;
+    }
+}
+
+/// Mounts a tmpfs of `mb` MiB at `dir` (root only: CI runs as root), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, mb: u32) -> Self {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount")
+            .success();
+        assert!(ok, "mounting a tmpfs at {} needs root", dir.display());
+        Self(dir.to_path_buf())
+    }
+
+    fn resize(&self, mb: u32) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mb}m")])
+            .arg(&self.0)
+            .status()
+            .expect("remount")
+            .success();
+        assert!(ok, "remount {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_cleanly_keeps_reads_and_loses_nothing() {
+    let dirs = Scratch::new("full");
+    let disk = Tmpfs::mount(&dirs.node(2), 16);
+    let mut c = Cluster::prepare(3, None, &[("CKV_MIN_FREE_MB", "4")]);
+    for i in 0..3 {
+        c.set_env(i, "DATA_DIR", dirs.node(i).to_str().expect("utf-8 path"));
+        c.spawn(i);
+    }
+    for i in 0..3 {
+        c.wait_up(i, Duration::from_secs(30)).await;
+    }
+    let big = json!("x".repeat(64 << 10));
+    let mut acked = Vec::new();
+    let mut meta = Value::Null;
+    let mut refused = None;
+    for i in 0..400 {
+        let key = format!("big{i}");
+        let (s, b) = c.put(2, &key, big.clone(), &meta).await;
+        if s == 201 {
+            meta = b["causal-metadata"].clone();
+            acked.push(key);
+            continue;
+        }
+        refused = Some((s, b));
+        break;
+    }
+    let (s, b) = refused.expect("a 16 MiB disk fills up within 400 writes of 64 KiB");
+    assert!(s == 507 || s == 503, "{s} {b}");
+    assert!(
+        b["error"].as_str().is_some_and(|e| e.contains("storage")),
+        "{b}"
+    );
+    assert!(!acked.is_empty());
+    // reads go on
+    for key in &acked {
+        let (s, b) = c.get(2, key, &meta).await;
+        assert_eq!(s, 200, "{key}: {b}");
+    }
+    // space returns: writes succeed again, and nothing acknowledged is lost across a restart
+    disk.resize(256);
+    let (s, b) = eventually(Duration::from_secs(20), "writes succeed again", || async {
+        let (s, b) = c.put(2, "after", json!("space"), &meta).await;
+        (s == 201).then_some((s, b))
+    })
+    .await;
+    assert_eq!(s, 201, "{b}");
+    meta = b["causal-metadata"].clone();
+    acked.push("after".into());
+    c.kill(2);
+    c.spawn(2);
+    c.wait_up(2, Duration::from_secs(30)).await;
+    for key in &acked {
+        let (s, b) = c.get(2, key, &meta).await;
+        assert_eq!(s, 200, "{key} after the restart: {b}");
+    }
+    for i in 0..3 {
+        c.kill(i);
+    }
+}

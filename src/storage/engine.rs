@@ -204,12 +204,25 @@ impl Db {
 struct Shared {
     /// The last commit error, while commits fail.
     failing: Mutex<Option<String>>,
+    /// Free bytes the disk must keep: below it commits wait (see [`commit_until_stored`]).
+    min_free: u64,
+}
+
+/// Bytes available to us on the file system of `dir` (`None` if it cannot be asked).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid statvfs to fill.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
 }
 
 /// Storage on fjall; see the module doc.
 pub struct FjallStorage {
     dir: PathBuf,
-    db: Db,
+    /// The engine until the writer thread takes it (at recovery).
+    db: Mutex<Option<Db>>,
     fsync: Fsync,
     tx: Mutex<Option<Sender<Job>>>,
     shared: Arc<Shared>,
@@ -219,6 +232,15 @@ pub struct FjallStorage {
 impl FjallStorage {
     /// Opens (or creates) the data directory `dir`; a damaged one is [`StorageError::Corrupt`].
     pub fn open(dir: &Path, fsync: Fsync) -> Result<Self, StorageError> {
+        Self::open_with_reserve(dir, fsync, 0)
+    }
+
+    /// [`FjallStorage::open`], refusing writes while fewer than `min_free` bytes are free.
+    pub fn open_with_reserve(
+        dir: &Path,
+        fsync: Fsync,
+        min_free: u64,
+    ) -> Result<Self, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
             path: dir.display().to_string(),
             reason,
@@ -227,27 +249,23 @@ impl FjallStorage {
         let db = Db::open(dir).map_err(|e| corrupt(e.to_string()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            db,
+            db: Mutex::new(Some(db)),
             fsync,
             tx: Mutex::new(None),
             shared: Arc::new(Shared {
                 failing: Mutex::new(None),
+                min_free,
             }),
             writer: Mutex::new(None),
         })
     }
 
-    /// Bytes the engine uses on disk.
-    pub fn disk_space(&self) -> u64 {
-        self.db.ks.disk_space()
-    }
-
-    fn start_writer(&self, staged_epoch: Option<u64>) {
+    fn start_writer(&self, db: Db, staged_epoch: Option<u64>) {
         let (tx, rx) = channel();
-        let (db, fsync, shared) = (self.db.clone(), self.fsync, self.shared.clone());
+        let (dir, fsync, shared) = (self.dir.clone(), self.fsync, self.shared.clone());
         let handle = std::thread::Builder::new()
             .name("ckv-storage".into())
-            .spawn(move || writer(db, rx, fsync, shared, staged_epoch))
+            .spawn(move || writer(db, &dir, rx, fsync, shared, staged_epoch))
             .expect("spawn the storage writer thread");
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
@@ -281,7 +299,10 @@ impl Storage for FjallStorage {
     }
 
     fn recover(&self) -> Result<Recovered, StorageError> {
-        let (r, staged_epoch) = self.db.recover().map_err(|reason| StorageError::Corrupt {
+        let Some(db) = self.db.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Err(StorageError::Closed);
+        };
+        let (r, staged_epoch) = db.recover().map_err(|reason| StorageError::Corrupt {
             path: self.dir.display().to_string(),
             reason,
         })?;
@@ -289,7 +310,7 @@ impl Storage for FjallStorage {
               generation = r.replica.as_ref().map(|m| m.generation),
               map_epoch = r.map.as_ref().map(|m| m.epoch), fsync = self.fsync.name(),
               "opened the data directory");
-        self.start_writer(staged_epoch);
+        self.start_writer(db, staged_epoch);
         Ok(r)
     }
 
@@ -336,6 +357,7 @@ fn commit(
 /// The writer thread: take every queued job, commit them as one group, answer them all.
 fn writer(
     db: Db,
+    dir: &Path,
     rx: Receiver<Job>,
     fsync: Fsync,
     shared: Arc<Shared>,
@@ -367,7 +389,11 @@ fn writer(
         if !jobs.is_empty() {
             let (changes, replies): (Vec<_>, Vec<_>) =
                 jobs.into_iter().map(|j| (j.changes, Some(j.reply))).unzip();
-            commit_until_stored(&db, &changes, replies, fsync, &shared, &mut staged_epoch);
+            let group = Group {
+                changes: &changes,
+                replies,
+            };
+            commit_until_stored(&db, dir, group, fsync, &shared, &mut staged_epoch);
             unsynced = true;
         }
         if let Fsync::Batch(every) = fsync
@@ -386,19 +412,36 @@ fn writer(
     }
 }
 
-/// Commits `jobs`; on failure answers them with the error at once, then retries until the
-/// commit succeeds (changes are never dropped or reordered), unwritable meanwhile.
+/// One group commit: the changes of every job taken, and their submitters.
+struct Group<'a> {
+    changes: &'a [Vec<Change>],
+    replies: Vec<Option<Reply>>,
+}
+
+/// Commits a group; on failure answers it with the error at once, then retries until the
+/// commit succeeds (changes are never dropped or reordered), unwritable meanwhile. A commit
+/// is not attempted while the disk has less than `min_free` bytes free: fjall refuses every
+/// write after a failed journal write (until the process restarts), so the node stops taking
+/// writes before the disk is really full and takes them again once space returns.
 fn commit_until_stored(
     db: &Db,
-    jobs: &[Vec<Change>],
-    mut replies: Vec<Option<Reply>>,
+    dir: &Path,
+    mut group: Group<'_>,
     fsync: Fsync,
     shared: &Shared,
     staged_epoch: &mut Option<u64>,
 ) {
     let mut reported = false;
     loop {
-        match commit(db, jobs, fsync, staged_epoch) {
+        let attempt = match free_bytes(dir) {
+            Some(free) if free < shared.min_free => Err(StorageError::Write(format!(
+                "no space: {free} bytes free under {}, below the reserve of {} (CKV_MIN_FREE_MB)",
+                dir.display(),
+                shared.min_free
+            ))),
+            _ => commit(db, group.changes, fsync, staged_epoch),
+        };
+        match attempt {
             Ok(cleanup) => {
                 let was = shared
                     .failing
@@ -408,7 +451,7 @@ fn commit_until_stored(
                 if was.is_some() {
                     info!("storage writes succeed again");
                 }
-                for r in replies.iter_mut().filter_map(Option::take) {
+                for r in group.replies.iter_mut().filter_map(Option::take) {
                     let _ = r.send(Ok(()));
                 }
                 if let Err(e) = db.run_cleanup(cleanup) {
@@ -422,7 +465,7 @@ fn commit_until_stored(
                     *shared.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                     reported = true;
                 }
-                for r in replies.iter_mut().filter_map(Option::take) {
+                for r in group.replies.iter_mut().filter_map(Option::take) {
                     let _ = r.send(Err(e.clone()));
                 }
                 std::thread::sleep(RETRY_PAUSE);

@@ -143,7 +143,9 @@ pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, 
     let Some(dir) = &settings.data_dir else {
         return Ok(None);
     };
-    match engine::FjallStorage::open(dir, settings.fsync) {
+    let open =
+        || engine::FjallStorage::open_with_reserve(dir, settings.fsync, settings.min_free_bytes);
+    match open() {
         Ok(s) => Ok(Some(std::sync::Arc::new(s))),
         Err(e @ StorageError::Corrupt { .. }) if settings.recover_from_peers => {
             let aside = format!("{}.damaged-{}", dir.display(), crate::cluster::now_ms());
@@ -152,10 +154,7 @@ pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, 
                 path: dir.display().to_string(),
                 reason: format!("cannot move it to {aside}: {io}"),
             })?;
-            Ok(Some(std::sync::Arc::new(engine::FjallStorage::open(
-                dir,
-                settings.fsync,
-            )?)))
+            Ok(Some(std::sync::Arc::new(open()?)))
         }
         Err(e) => Err(e),
     }

@@ -7,6 +7,11 @@ use std::time::Duration;
 /// Default interval of `CKV_FSYNC=batch`: what an OS crash or power loss can lose at most.
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 100;
 
+/// Default free space the data directory's disk must keep (`CKV_MIN_FREE_MB`): below it writes
+/// are refused (503) before the engine meets a full disk, which it cannot recover from without a
+/// restart; 64 MiB is a few memtable flushes and journal growth.
+pub const DEFAULT_MIN_FREE_MB: u64 = 64;
+
 /// When written data is forced to the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fsync {
@@ -39,6 +44,8 @@ pub struct Settings {
     /// Set a damaged data directory aside and copy the shard from peers instead of refusing to
     /// start.
     pub recover_from_peers: bool,
+    /// Free bytes to keep on the data directory's disk (`CKV_MIN_FREE_MB`).
+    pub min_free_bytes: u64,
 }
 
 impl Default for Settings {
@@ -47,6 +54,7 @@ impl Default for Settings {
             data_dir: None,
             fsync: Fsync::Always,
             recover_from_peers: false,
+            min_free_bytes: DEFAULT_MIN_FREE_MB << 20,
         }
     }
 }
@@ -80,10 +88,17 @@ impl Settings {
             set("CKV_RECOVER_FROM_PEERS").as_deref(),
             Some("1" | "true" | "yes" | "on")
         );
+        let min_free_mb = match set("CKV_MIN_FREE_MB") {
+            None => DEFAULT_MIN_FREE_MB,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| ("CKV_MIN_FREE_MB", format!("not a number: {v:?}")))?,
+        };
         Ok(Self {
             data_dir: set("DATA_DIR").map(PathBuf::from),
             fsync,
             recover_from_peers,
+            min_free_bytes: min_free_mb << 20,
         })
     }
 }
