@@ -64,6 +64,17 @@ async fn write_load(
     per_client: usize,
     node_of: impl Fn(usize) -> usize,
 ) -> Vec<Session> {
+    write_load_as("c", c, clients, per_client, node_of).await
+}
+
+/// [`write_load`] with keys named after `tag` (so two loads never overwrite each other).
+async fn write_load_as(
+    tag: &str,
+    c: &Cluster,
+    clients: usize,
+    per_client: usize,
+    node_of: impl Fn(usize) -> usize,
+) -> Vec<Session> {
     let sessions = (0..clients).map(|cl| {
         let node = node_of(cl);
         async move {
@@ -72,7 +83,7 @@ async fn write_load(
                 meta: Value::Null,
             };
             for i in 0..per_client {
-                let key = format!("c{cl}-k{}", i % 25);
+                let key = format!("{tag}{cl}-k{}", i % 25);
                 let value = json!(format!("{cl}-{i}"));
                 let (st, b) = c.put_r(node, &key, value.clone(), &s.meta).await;
                 assert!(st == 200 || st == 201, "PUT {key} at node {node}: {st} {b}");
@@ -168,7 +179,9 @@ async fn a_node_killed_right_after_acknowledging_keeps_its_writes() {
 async fn a_truncated_data_directory_is_refused_or_recovered_from_peers() {
     let dirs = Scratch::new("trunc");
     let mut c = durable_cluster(3, None, &dirs, &[]).await;
-    let sessions = write_load(&c, 4, 100, |cl| cl % 3).await;
+    let mut sessions = write_load(&c, 4, 100, |cl| cl % 3).await;
+    // the journal's tail: writes node 2 accepted itself (its peers hold them)
+    sessions.extend(write_load_as("tail", &c, 1, 40, |_| 2).await);
     c.kill(2);
     truncate_journal_tail(&dirs.node(2));
     // started plainly it refuses, naming the directory

@@ -169,15 +169,16 @@ impl Node {
     /// After catching up at start-up: in `always` mode a peer holds only writes of ours that
     /// were on our disk, so if catching up raised our own counter above what the disk held
     /// (`own_on_disk`), the data directory lost acknowledged writes (truncated, rolled back).
-    /// That refuses the start, naming the directory, unless told to recover from peers (which
-    /// the catch-up just did).
-    pub(super) fn check_own_writes(&self, own_on_disk: u64) -> Result<(), StorageError> {
+    /// That refuses the start, naming the directory, unless told to recover from peers: then
+    /// the replica starts over empty (the directory's data cannot be trusted) and the caller
+    /// copies the shard (returns true).
+    pub(super) fn check_own_writes(&self, own_on_disk: u64) -> Result<bool, StorageError> {
         let Some(s) = &self.storage else {
-            return Ok(());
+            return Ok(false);
         };
         let own = self.state().replica.clock.get(&self.me);
         if !self.restarted_from_disk() || own <= own_on_disk || s.fsync() != Fsync::Always {
-            return Ok(());
+            return Ok(false);
         }
         let path = self
             .cfg
@@ -189,8 +190,18 @@ impl Node {
             "it holds this node's writes up to number {own_on_disk}, but its peers delivered up              to {own}: acknowledged writes were lost (truncated or rolled back)"
         );
         if self.cfg.storage.recover_from_peers {
-            tracing::warn!(node = %self.me, %path, %reason, "recovered the missing writes from peers");
-            return Ok(());
+            tracing::warn!(node = %self.me, %path, %reason, "dropping the data directory's data; copying the shard from peers");
+            let mut guard = self.state();
+            let st = &mut *guard;
+            let generation = st.replica.generation;
+            st.replica.reset(generation, Store::new(), false);
+            self.persist_new_map(st, true, false);
+            return Ok(true);
+        }
+        // Catching up has already written the peers' data over the directory: mark it, so
+        // the next start refuses it too (or sets it aside with --recover-from-peers).
+        if let Some(dir) = &self.cfg.storage.data_dir {
+            crate::storage::mark_damaged(dir, &reason);
         }
         Err(StorageError::Corrupt { path, reason })
     }

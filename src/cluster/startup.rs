@@ -59,7 +59,10 @@ impl Node {
         // shard first makes it resume above anything they delivered.
         let own_on_disk = self.state().replica.clock.get(&self.me);
         self.catch_up_with_shard().await;
-        self.check_own_writes(own_on_disk)?;
+        if self.check_own_writes(own_on_disk)? {
+            self.full_sync().await;
+            self.catch_up_with_shard().await;
+        }
         let _ = self.ready.send_replace(true);
         let st = self.state();
         let mode = super::shards::Mode::of(&st.map, &self.me);

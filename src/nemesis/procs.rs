@@ -75,6 +75,16 @@ impl Nodes {
         }
     }
 
+    /// Gives node `i` the data directory `dir/node<i>` (kept across its restarts).
+    pub fn with_data_dir(mut self, dir: &Path) -> Nodes {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let d = dir.join(format!("node{i}"));
+            slot.env
+                .push(("DATA_DIR".to_string(), d.display().to_string()));
+        }
+        self
+    }
+
     /// Address of node `i`.
     pub fn addr(&self, i: usize) -> &str {
         &self.slots[i].addr

@@ -1,7 +1,7 @@
 //! The fjall implementation of [`Storage`] (chosen over redb by measurement, see
-//! `bench/engines/RESULTS.md`): three partitions (`data`: the replica's writes keyed by
-//! generation and key; `staged`: a reshard's keys keyed by epoch and key; `meta`: counters, map,
-//! incarnation) and one writer thread that commits everything queued in one atomic batch, hands
+//! `bench/engines/RESULTS.md`): two partitions (`data`: the replica's writes keyed by
+//! generation and key, and its counters, map, incarnation and token keys; `staged`: a reshard's
+//! keys keyed by epoch and key, and its map) and one writer thread that commits everything queued in one atomic batch, hands
 //! it to the OS and, per the fsync policy, fsyncs once for the whole group before answering.
 //!
 //! A commit that fails (a full disk) is answered with the error, marks the storage unwritable
@@ -28,11 +28,15 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Keys deleted per batch when old generations or staged keys are dropped.
 const CLEANUP_BATCH: usize = 10_000;
 
+// Counters live in the `data` partition beside the writes they describe (fjall recovers each
+// partition to a consistent point, not necessarily the same one for two partitions), under
+// keys shorter than the 8-byte prefix of every write's key, so they never collide.
 const META_REPLICA: &str = "replica";
 const META_MAP: &str = "map";
-const META_STAGED_MAP: &str = "staged_map";
-const META_INCARNATION: &str = "incarnation";
-const META_TOKEN_KEYS: &str = "token_keys";
+const META_INCARNATION: &str = "incarn";
+const META_TOKEN_KEYS: &str = "tokens";
+// The staged map lives in the `staged` partition, beside the staged keys.
+const META_STAGED_MAP: &str = "map";
 
 type Reply = oneshot::Sender<Result<(), StorageError>>;
 
@@ -48,7 +52,6 @@ struct Db {
     ks: Keyspace,
     data: PartitionHandle,
     staged: PartitionHandle,
-    meta: PartitionHandle,
 }
 
 /// `prefix` (a generation or epoch, big-endian) then `key`.
@@ -77,7 +80,6 @@ impl Db {
         Ok(Self {
             data: ks.open_partition("data", opts())?,
             staged: ks.open_partition("staged", opts())?,
-            meta: ks.open_partition("meta", opts())?,
             ks,
         })
     }
@@ -85,7 +87,7 @@ impl Db {
     /// Adds `changes` to `batch`; `staged_epoch` tracks the staging area's epoch.
     fn add(
         &self,
-        batch: &mut fjall::Batch,
+        batch: &mut Ops,
         changes: &[Change],
         staged_epoch: &mut Option<u64>,
         cleanup: &mut Cleanup,
@@ -95,50 +97,50 @@ impl Db {
                 Change::Applied(writes, meta) | Change::Replaced(writes, meta) => {
                     for w in writes {
                         let key = prefixed(meta.generation, &w.key);
-                        batch.insert(&self.data, key, codec::encode_write(w));
+                        batch.put(false, key, codec::encode_write(w));
                     }
-                    batch.insert(&self.meta, META_REPLICA, codec::encode_replica(meta));
+                    batch.put(false, META_REPLICA, codec::encode_replica(meta));
                     if matches!(change, Change::Replaced(..)) {
                         cleanup.data_except = Some(meta.generation);
                     }
                 }
-                Change::Map(map) => batch.insert(&self.meta, META_MAP, codec::encode_map(map)),
+                Change::Map(map) => batch.put(false, META_MAP, codec::encode_map(map)),
                 Change::Staged(map, writes) => {
                     if *staged_epoch != Some(map.epoch) {
                         *staged_epoch = Some(map.epoch);
                         cleanup.staged_except = Some(Some(map.epoch));
-                        batch.insert(&self.meta, META_STAGED_MAP, codec::encode_map(map));
+                        batch.put(true, META_STAGED_MAP, codec::encode_map(map));
                     }
                     for w in writes {
                         let key = prefixed(map.epoch, &w.key);
-                        batch.insert(&self.staged, key, codec::encode_write(w));
+                        batch.put(true, key, codec::encode_write(w));
                     }
                 }
                 Change::Unstaged => {
                     *staged_epoch = None;
                     cleanup.staged_except = Some(None);
-                    batch.remove(&self.meta, META_STAGED_MAP);
+                    batch.del(true, META_STAGED_MAP);
                 }
                 Change::Incarnation(n) => {
-                    batch.insert(&self.meta, META_INCARNATION, codec::encode_u64(*n));
+                    batch.put(false, META_INCARNATION, codec::encode_u64(*n));
                 }
                 Change::TokenKeys(keys) => {
-                    batch.insert(&self.meta, META_TOKEN_KEYS, codec::encode_keys(keys));
+                    batch.put(false, META_TOKEN_KEYS, codec::encode_keys(keys));
                 }
             }
         }
     }
 
-    /// Deletes every key of `part` whose 8-byte prefix is not `keep`.
+    /// Deletes every prefixed key of `part` whose 8-byte prefix is not `keep` (the shorter
+    /// counter keys stay).
     fn drop_prefixes(&self, part: &PartitionHandle, keep: Option<u64>) -> Result<(), fjall::Error> {
         let mut doomed = Vec::new();
         for kv in part.keys() {
             let k = kv?;
-            let p = k
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            if p != keep {
+            let Some(p) = k.get(..8).and_then(|b| b.try_into().ok()) else {
+                continue;
+            };
+            if Some(u64::from_be_bytes(p)) != keep {
                 doomed.push(k);
             }
         }
@@ -173,7 +175,7 @@ impl Db {
     }
 
     fn recover(&self) -> Result<(Recovered, Option<u64>), String> {
-        let get = |k: &str| self.meta.get(k).map_err(|e| e.to_string());
+        let get = |k: &str| self.data.get(k).map_err(|e| e.to_string());
         let bad = |Malformed(m)| m.to_string();
         let mut r = Recovered::default();
         if let Some(b) = get(META_REPLICA)? {
@@ -185,7 +187,11 @@ impl Db {
             r.map = Some(codec::decode_map(&b).map_err(bad)?);
         }
         let mut staged_epoch = None;
-        if let Some(b) = get(META_STAGED_MAP)? {
+        if let Some(b) = self
+            .staged
+            .get(META_STAGED_MAP)
+            .map_err(|e| e.to_string())?
+        {
             let map = codec::decode_map(&b).map_err(bad)?;
             staged_epoch = Some(map.epoch);
             r.staged = Some((map.clone(), Self::writes_under(&self.staged, map.epoch)?));
@@ -273,11 +279,17 @@ impl FjallStorage {
 }
 
 impl Drop for FjallStorage {
-    /// Closes the queue: the writer commits what is queued, fsyncs and ends. Not joined: a
-    /// writer retrying a failed commit must not hold the process.
+    /// Closes the queue: the writer commits what is queued, fsyncs and ends, and is waited for
+    /// (so the engine is closed when this returns), unless it is retrying a failed commit,
+    /// which must not hold the process.
     fn drop(&mut self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = writer
+            && self.writable().is_ok()
+        {
+            let _ = h.join();
+        }
     }
 }
 
@@ -331,6 +343,38 @@ impl Storage for FjallStorage {
     }
 }
 
+/// One group's key updates, the last one per key kept: fjall gives every item of a batch the
+/// same sequence number, so two updates of one key in a batch (a key replicated twice in one
+/// batch, the counters of every job of a group) would leave either one standing.
+#[derive(Default)]
+struct Ops {
+    /// (staged partition?, key) → value, `None` = delete.
+    keys: std::collections::HashMap<(bool, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Ops {
+    fn put(&mut self, staged: bool, key: impl AsRef<[u8]>, value: Vec<u8>) {
+        self.keys
+            .insert((staged, key.as_ref().to_vec()), Some(value));
+    }
+
+    fn del(&mut self, staged: bool, key: impl AsRef<[u8]>) {
+        self.keys.insert((staged, key.as_ref().to_vec()), None);
+    }
+
+    fn into_batch(self, db: &Db) -> fjall::Batch {
+        let mut batch = db.ks.batch();
+        for ((staged, key), value) in self.keys {
+            let part = if staged { &db.staged } else { &db.data };
+            match value {
+                Some(v) => batch.insert(part, key, v),
+                None => batch.remove(part, key),
+            }
+        }
+        batch
+    }
+}
+
 /// Commits one group and makes it as durable as the policy asks before returning.
 fn commit(
     db: &Db,
@@ -338,13 +382,13 @@ fn commit(
     fsync: Fsync,
     staged_epoch: &mut Option<u64>,
 ) -> Result<Cleanup, StorageError> {
-    let mut batch = db.ks.batch();
+    let mut ops = Ops::default();
     let mut cleanup = Cleanup::default();
     let mut epoch = *staged_epoch;
     for changes in jobs {
-        db.add(&mut batch, changes, &mut epoch, &mut cleanup);
+        db.add(&mut ops, changes, &mut epoch, &mut cleanup);
     }
-    batch.commit().map_err(fail)?;
+    ops.into_batch(db).commit().map_err(fail)?;
     let mode = match fsync {
         Fsync::Always => PersistMode::SyncAll,
         Fsync::Batch(_) | Fsync::Off => PersistMode::Buffer,

@@ -136,6 +136,16 @@ pub trait Storage: Send + Sync {
     fn fsync(&self) -> Fsync;
 }
 
+/// File in a data directory found to have lost acknowledged writes: its text is the reason.
+pub const DAMAGED_MARK: &str = "DAMAGED";
+
+/// Marks `dir` damaged (see [`DAMAGED_MARK`]); best effort.
+pub fn mark_damaged(dir: &std::path::Path, reason: &str) {
+    if let Err(e) = std::fs::write(dir.join(DAMAGED_MARK), reason) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot mark the data directory damaged");
+    }
+}
+
 /// Opens the storage `settings` ask for: `None` without a data directory (in memory, as before).
 /// A damaged directory is an error naming it, unless `recover_from_peers` is set: then it is
 /// renamed aside (`DIR.damaged-<ms>`) and the node starts empty and copies its shard.

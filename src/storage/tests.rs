@@ -48,7 +48,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
 }
 
 /// Submits a history and checks what `reopen` recovers from it.
-async fn keeps_and_recovers(s: &dyn Storage, reopen: impl FnOnce() -> Arc<dyn Storage>) {
+async fn keeps_and_recovers(s: Arc<dyn Storage>, reopen: impl FnOnce() -> Arc<dyn Storage>) {
     let r = s.recover().expect("recover empty");
     assert!(r.replica.is_none() && r.writes.is_empty() && r.map.is_none());
     let key = TokenKey {
@@ -74,6 +74,7 @@ async fn keeps_and_recovers(s: &dyn Storage, reopen: impl FnOnce() -> Arc<dyn St
     for t in tickets {
         t.wait().await.expect("stored");
     }
+    drop(s);
     let r = reopen().recover().expect("recover");
     assert_eq!(r.incarnation, 42);
     assert_eq!(r.map, Some(map(1, 1)));
@@ -94,7 +95,7 @@ async fn keeps_and_recovers(s: &dyn Storage, reopen: impl FnOnce() -> Arc<dyn St
 
 /// A reshard commit: the new generation's data replaces the old, staging is gone.
 async fn a_new_generation_replaces_the_data(
-    s: &dyn Storage,
+    s: Arc<dyn Storage>,
     reopen: impl FnOnce() -> Arc<dyn Storage>,
 ) {
     s.recover().expect("recover");
@@ -104,6 +105,7 @@ async fn a_new_generation_replaces_the_data(
         Change::Map(map(2, 2)),
     ];
     s.submit(commit).wait().await.expect("stored");
+    drop(s);
     let r = reopen().recover().expect("recover");
     assert_eq!(r.writes, vec![write("n", 1, 2, Some("new"))]);
     assert_eq!(r.replica, Some(meta(2, 0)));
@@ -114,18 +116,10 @@ async fn a_new_generation_replaces_the_data(
 #[tokio::test]
 async fn the_engine_keeps_everything_across_a_reopen() {
     let dir = scratch("reopen");
-    let s = FjallStorage::open(&dir, Fsync::Always).expect("open");
-    let d2 = dir.clone();
-    keeps_and_recovers(&s, move || {
-        Arc::new(FjallStorage::open(&d2, Fsync::Always).expect("reopen")) as Arc<dyn Storage>
-    })
-    .await;
-    let d3 = dir.clone();
-    a_new_generation_replaces_the_data(&s, move || {
-        Arc::new(FjallStorage::open(&d3, Fsync::Off).expect("reopen")) as Arc<dyn Storage>
-    })
-    .await;
-    drop(s);
+    let open = |fsync| Arc::new(FjallStorage::open(&dir, fsync).expect("open")) as Arc<dyn Storage>;
+    keeps_and_recovers(open(Fsync::Always), || open(Fsync::Always)).await;
+    let s = open(Fsync::Off);
+    a_new_generation_replaces_the_data(s, || open(Fsync::Off)).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -133,9 +127,9 @@ async fn the_engine_keeps_everything_across_a_reopen() {
 async fn the_memory_storage_keeps_the_same() {
     let s = Arc::new(MemoryStorage::new());
     let again = s.clone();
-    keeps_and_recovers(&*s, move || again as Arc<dyn Storage>).await;
+    keeps_and_recovers(s.clone(), move || again as Arc<dyn Storage>).await;
     let again = s.clone();
-    a_new_generation_replaces_the_data(&*s, move || again as Arc<dyn Storage>).await;
+    a_new_generation_replaces_the_data(s.clone(), move || again as Arc<dyn Storage>).await;
     s.set_failing(true);
     assert!(s.writable().is_err());
     let failed = s.submit(vec![Change::Incarnation(1)]).wait().await;
