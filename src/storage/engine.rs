@@ -215,6 +215,7 @@ struct Shared {
 }
 
 /// Bytes available to us on the file system of `dir` (`None` if it cannot be asked).
+#[allow(clippy::useless_conversion)] // the statvfs field types differ between platforms
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
