@@ -14,6 +14,8 @@ pub struct LocalCluster {
     pub port: u16,
     /// First address is 127.0.0.<first_host>.
     pub first_host: u8,
+    /// Keep each node's data in `<dir>/node<i>` (`DATA_DIR`); `None` = in memory.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl LocalCluster {
@@ -29,8 +31,12 @@ impl LocalCluster {
         let view = self.addresses().join(",");
         self.addresses()
             .iter()
-            .map(|addr| {
+            .enumerate()
+            .map(|(i, addr)| {
                 let mut cmd = Command::new(exe);
+                if let Some(d) = &self.data_dir {
+                    cmd.env("DATA_DIR", d.join(format!("node{i}")));
+                }
                 cmd.arg("serve")
                     .env("SOCKET_ADDRESS", addr)
                     .env("VIEW", &view)

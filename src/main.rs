@@ -49,6 +49,10 @@ enum Cmd {
         /// Port of every node.
         #[arg(long, default_value_t = 8090)]
         port: u16,
+        /// Keep each node's data in DIR/node<i> (restarting `local` with the same DIR brings
+        /// the data back); without it, in memory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Check a JSON-lines history for causal-consistency anomalies; exit 1 unless clean.
     Check {
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             nodes,
             shards,
             port,
+            data_dir,
         } => {
             anyhow::ensure!(
                 (1..=200).contains(&nodes),
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
                 shards,
                 port,
                 first_host: 2,
+                data_dir,
             };
             let exe = std::env::current_exe().context("cannot find own executable")?;
             let mut children = cluster.spawn(&exe)?;
