@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use causalkv::config::Config;
-use causalkv::local::{LocalCluster, stop_all};
+use causalkv::tools::local::{LocalCluster, stop_all};
 
 #[derive(Parser)]
 #[command(
@@ -48,7 +48,7 @@ enum Cmd {
         history: PathBuf,
     },
     /// Load generator: throughput and latency of causalkv, its ceiling server or etcd.
-    Bench(causalkv::bench::Options),
+    Bench(causalkv::tools::bench::Options),
     /// The benchmark's ceiling: causalkv's /kvs handlers over one map, no replication.
     Ceiling {
         /// Address to listen on.
@@ -66,7 +66,7 @@ enum Cmd {
     },
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare), one seed or a campaign;
     /// exit 1 unless every run is clean.
-    Nemesis(causalkv::nemesis::cli::Args),
+    Nemesis(causalkv::tools::nemesis::cli::Args),
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             stop_all(&mut children);
         }
         Cmd::Check { history } => {
-            let report = causalkv::check::check_file(&history)?;
+            let report = causalkv::tools::check::check_file(&history)?;
             println!("{report}");
             if !report.is_clean() {
                 std::process::exit(1);
@@ -132,8 +132,8 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             let planned = Duration::from_secs_f64((opts.warmup + opts.seconds).max(0.0));
             let summary = rt.block_on(async {
-                let _bar = causalkv::progress::timed("bench", planned);
-                causalkv::bench::run(&opts).await
+                let _bar = causalkv::tools::progress::timed("bench", planned);
+                causalkv::tools::bench::run(&opts).await
             })?;
             if opts.json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -143,18 +143,18 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Status { node, json } => {
             let rt = tokio::runtime::Runtime::new()?;
-            let rows = rt.block_on(causalkv::status_cli::collect(&node))?;
+            let rows = rt.block_on(causalkv::tools::status::collect(&node))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{}", causalkv::status_cli::table(&rows));
+                println!("{}", causalkv::tools::status::table(&rows));
             }
         }
         Cmd::Ceiling { listen } => {
-            tokio::runtime::Runtime::new()?.block_on(causalkv::ceiling::serve(listen))?;
+            tokio::runtime::Runtime::new()?.block_on(causalkv::tools::ceiling::serve(listen))?;
         }
         Cmd::Nemesis(args) => {
-            let code = causalkv::nemesis::cli::main(args)?;
+            let code = causalkv::tools::nemesis::cli::main(args)?;
             if code != 0 {
                 std::process::exit(code);
             }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use causalkv::check::{AnomalyKind, check_history};
+use causalkv::tools::check::{AnomalyKind, check_history};
 
 struct Rng(u64);
 

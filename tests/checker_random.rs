@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use causalkv::check::check_history;
+use causalkv::tools::check::check_history;
 
 /// xorshift64* pseudo-random generator (deterministic, no dependency).
 struct Rng(u64);
@@ -130,7 +130,7 @@ fn corrupting_a_read_is_detected() {
     corrupted[target] = corrupted[target].replace(r#""value":"c"#, r#""value":"zz"#);
     let report = check_history(corrupted.join("\n").as_bytes()).expect("parses");
     assert!(
-        report.count(causalkv::check::AnomalyKind::ThinAirRead) == 1,
+        report.count(causalkv::tools::check::AnomalyKind::ThinAirRead) == 1,
         "{report}"
     );
 }

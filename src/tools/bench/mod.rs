@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use serde_json::Value;
 
-use crate::check::record::{OpKind, OpRecord, Outcome, Record};
-use crate::nemesis::rng::Rng;
+use crate::tools::check::record::{OpKind, OpRecord, Outcome, Record};
+use crate::tools::rng::Rng;
 use client::{Conn, read_value};
 pub use options::{Mix, Mode, Options};
 use stats::{ClientStats, RunInfo, Summary};

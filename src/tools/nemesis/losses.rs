@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::kills::KillRecord;
-use crate::check::record::{OpKind, OpRecord, Outcome, canonical};
+use crate::tools::check::record::{OpKind, OpRecord, Outcome, canonical};
 use crate::domain::write_id::WriteId;
 
 /// The lost writes of a run, split.
@@ -78,7 +78,7 @@ fn explain(op: &OpRecord, kills: &[KillRecord]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nemesis::kills::OwnWrites;
+    use crate::tools::nemesis::kills::OwnWrites;
     use serde_json::json;
 
     fn put(value: &str, written: &str, at_s: u64) -> OpRecord {
