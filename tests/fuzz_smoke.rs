@@ -5,9 +5,9 @@
 
 use causalkv::domain::clock::VectorClock;
 use causalkv::domain::store::{Version, Write};
+use causalkv::rpc::{convert, pb};
 use causalkv::tools::fuzzing;
 use causalkv::tools::rng::Rng;
-use causalkv::rpc::{convert, pb};
 use prost::Message;
 
 /// Inputs per target.

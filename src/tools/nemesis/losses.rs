@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use super::kills::KillRecord;
-use crate::tools::check::record::{OpKind, OpRecord, Outcome, canonical};
 use crate::domain::write_id::WriteId;
+use crate::tools::check::record::{OpKind, OpRecord, Outcome, canonical};
 
 /// The lost writes of a run, split.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
