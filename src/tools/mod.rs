@@ -12,6 +12,10 @@ pub mod check;
 pub mod fuzzing;
 pub mod local;
 pub mod nemesis;
+pub mod node_process;
 pub mod progress;
 pub mod rng;
 pub mod status;
+
+#[cfg(test)]
+mod layers;
