@@ -6,6 +6,7 @@
 //! metadata from response to request. Reports throughput and p50/p99/p99.9 latency, can probe
 //! replication lag, and can write the checker's history format.
 
+pub mod cli;
 pub mod client;
 pub mod lag;
 pub mod options;
