@@ -186,28 +186,22 @@ async fn a_truncated_data_directory_is_refused_or_recovered_from_peers() {
     truncate_journal_tail(&dirs.node(2));
     // started plainly it refuses, naming the directory
     let log = dirs.0.join("refused.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_causalkv"))
-        .arg("serve")
-        .envs(c.nodes[2].env.clone())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
+    let mut child = c.nodes[2]
+        .cmd
+        .clone()
+        .log(causalkv::tools::node_process::Log::File(log.clone()))
         .spawn()
         .expect("run causalkv");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("a node with a truncated data directory started: {log}");
-        }
+    while !child.has_exited() {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a node with a truncated data directory started: {log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
     let err = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "{err}");
     assert!(err.contains(dirs.node(2).to_str().unwrap()), "{err}");
     // with --recover-from-peers it starts and copies its shard back
     c.set_env(2, "CKV_RECOVER_FROM_PEERS", "1");
