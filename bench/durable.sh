@@ -32,7 +32,7 @@ start_node() {   # INDEX FSYNC(memory|always|batch|off)
 }
 ready() {        # INDEX -> 0 once it answers a read
     local code
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://${ADDRS[$1]}/kvs/__probe__" \
+    code="$(curl -s -X GET -o /dev/null -w "%{http_code}" --max-time 1 "http://${ADDRS[$1]}/kvs/__probe__" \
         -H 'Content-Type: application/json' -d '{"causal-metadata": null}' || true)"
     [[ "$code" == 404 || "$code" == 200 ]]
 }
