@@ -34,9 +34,10 @@ stop() {
   done
   pids=()
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
 start() { # BIN NODES SHARDS
-  local bin=$1 n=$2 s=$3 view="" h
+  local bin=$1 n=$2 s=$3 view="" h i code
   for h in $(seq 2 $((n + 1))); do view+="$net.$h:9101,"; done
   view=${view%,}
   for h in $(seq 2 $((n + 1))); do
