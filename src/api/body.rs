@@ -125,8 +125,7 @@ pub fn kv_answer(
 
 /// Appends `s` as a JSON string.
 fn push_json_str(out: &mut String, s: &str) {
-    if s
-        .bytes()
+    if s.bytes()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b' ' | b'.'))
     {
         out.push('"');
@@ -192,7 +191,8 @@ mod tests {
             let resp = kv_answer(StatusCode::OK, result, token, shard, value);
             assert_eq!(resp.headers()["content-type"], "application/json");
             let got = resp.into_body().collect().await.unwrap().to_bytes();
-            let mut expected = serde_json::json!({"result": result, "causal-metadata": token, "shard-id": shard});
+            let mut expected =
+                serde_json::json!({"result": result, "causal-metadata": token, "shard-id": shard});
             if let Some(v) = value {
                 expected["value"] = stored_value(v);
             }

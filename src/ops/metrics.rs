@@ -70,6 +70,9 @@ pub struct GrpcMethod {
 
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// REST instrument handles by route, then method and status.
+type RestHandles = HashMap<String, HashMap<(Method, u16), (Counter, Histogram)>>;
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(FIRST_BUCKET_SECONDS, 2.0, BUCKETS))
 }
@@ -84,7 +87,7 @@ pub struct Metrics {
     grpc_seen: Mutex<HashSet<String>>,
     /// Handles of the REST instruments by route, then method and status: a request finds its
     /// counter and histogram without building (allocating) a label set.
-    rest_handles: Mutex<HashMap<String, HashMap<(Method, u16), (Counter, Histogram)>>>,
+    rest_handles: Mutex<RestHandles>,
     window: Window,
 }
 
@@ -158,7 +161,10 @@ impl Metrics {
     /// The counter and latency histogram of REST requests to `route` answered `status`.
     fn rest(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
         let mut handles = self.rest_handles.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = handles.get(route).and_then(|m| m.get(&(method.clone(), status))) {
+        if let Some(h) = handles
+            .get(route)
+            .and_then(|m| m.get(&(method.clone(), status)))
+        {
             return h.clone();
         }
         let counter = self

@@ -11,12 +11,12 @@ use futures::future::{BoxFuture, join_all};
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::SignedChannel;
-use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::convert::{adopt_token_key, token_key_to_pb};
 use super::convert::{
     clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_to_pb,
     writes_from_pb,
 };
+use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::pb;
 use super::pb::admin_client::AdminClient;
 use super::pb::membership_client::MembershipClient;
@@ -478,10 +478,10 @@ impl Peers for GrpcPeers {
                     // let every other ready task queue its operation behind this one
                     tokio::task::yield_now().await;
                     let mut ops = leader.take();
-                    if ops.len() == 1 {
-                        if let Some((msg, _)) = ops.pop() {
-                            return sender.one(msg).await;
-                        }
+                    if ops.len() == 1
+                        && let Some((msg, _)) = ops.pop()
+                    {
+                        return sender.one(msg).await;
                     }
                     tokio::spawn(sender.batch(ops));
                     answer.await.unwrap_or_else(|_| Err(abandoned()))

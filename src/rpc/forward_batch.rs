@@ -215,9 +215,7 @@ mod tests {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let s = sent.clone();
         let orphans = Box::new(move |ops: Vec<Waiting>| {
-            s.lock()
-                .unwrap()
-                .extend(ops.into_iter().map(|w| w.0.key));
+            s.lock().unwrap().extend(ops.into_iter().map(|w| w.0.key));
         });
         let t1 = lanes.join("a", op("k1", 1), orphans);
         let _t2 = lanes.join("a", op("k2", 1), Box::new(|_| {}));
@@ -235,7 +233,12 @@ mod tests {
         let sizes: Vec<usize> = chunks(many).iter().map(Vec::len).collect();
         assert_eq!(sizes, [MAX_OPS, 3]);
         let big: Vec<Waiting> = (0..3)
-            .map(|i| (op(&format!("k{i}"), MAX_BATCH_BYTES / 2), oneshot::channel().0))
+            .map(|i| {
+                (
+                    op(&format!("k{i}"), MAX_BATCH_BYTES / 2),
+                    oneshot::channel().0,
+                )
+            })
             .collect();
         assert_eq!(chunks(big).len(), 3);
     }
