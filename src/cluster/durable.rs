@@ -12,7 +12,7 @@ use crate::domain::replica::Replica;
 use crate::domain::shard::ShardMap;
 use crate::domain::store::Store;
 use crate::domain::token_key;
-use crate::storage::{Change, Fsync, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
+use crate::storage::{Change, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
 
 /// The replica's counters as storage keeps them.
 pub fn replica_meta(r: &Replica) -> ReplicaMeta {
@@ -166,44 +166,23 @@ impl Node {
         }
     }
 
-    /// After catching up at start-up: in `always` mode a peer holds only writes of ours that
-    /// were on our disk, so if catching up raised our own counter above what the disk held
-    /// (`own_on_disk`), the data directory lost acknowledged writes (truncated, rolled back).
-    /// That refuses the start, naming the directory, unless told to recover from peers: then
-    /// the replica starts over empty (the directory's data cannot be trusted) and the caller
-    /// copies the shard (returns true).
+    /// After catching up at start-up: if peers held writes of ours numbered above what the data
+    /// directory held (`own_on_disk`), they are back now and numbering goes on above them. In
+    /// `always` mode this is either a directory that lost acknowledged writes (truncated, rolled
+    /// back) or writes applied here but not yet stored when the process died, which a peer
+    /// pulled by anti-entropy (never acknowledged); both end safe, so it is logged, not refused
+    /// (a damaged directory the engine cannot read is refused at open). Returns whether the
+    /// replica must copy the shard again (never, for now).
     pub(super) fn check_own_writes(&self, own_on_disk: u64) -> Result<bool, StorageError> {
-        let Some(s) = &self.storage else {
+        if self.storage.is_none() || !self.restarted_from_disk() {
             return Ok(false);
-        };
+        }
         let own = self.state().replica.clock.get(&self.me);
-        if !self.restarted_from_disk() || own <= own_on_disk || s.fsync() != Fsync::Always {
-            return Ok(false);
+        if own > own_on_disk {
+            tracing::warn!(node = %self.me, own_on_disk, own,
+                "the data directory lacked some of this node's own writes; recovered them from peers");
         }
-        let path = self
-            .cfg
-            .storage
-            .data_dir
-            .as_ref()
-            .map_or_else(|| "(in memory)".to_string(), |d| d.display().to_string());
-        let reason = format!(
-            "it holds this node's writes up to number {own_on_disk}, but its peers delivered up              to {own}: acknowledged writes were lost (truncated or rolled back)"
-        );
-        if self.cfg.storage.recover_from_peers {
-            tracing::warn!(node = %self.me, %path, %reason, "dropping the data directory's data; copying the shard from peers");
-            let mut guard = self.state();
-            let st = &mut *guard;
-            let generation = st.replica.generation;
-            st.replica.reset(generation, Store::new(), false);
-            self.persist_new_map(st, true, false);
-            return Ok(true);
-        }
-        // Catching up has already written the peers' data over the directory: mark it, so
-        // the next start refuses it too (or sets it aside with --recover-from-peers).
-        if let Some(dir) = &self.cfg.storage.data_dir {
-            crate::storage::mark_damaged(dir, &reason);
-        }
-        Err(StorageError::Corrupt { path, reason })
+        Ok(false)
     }
 
     /// `Err` with the reason while storage cannot take writes (a full disk): client writes are
