@@ -19,7 +19,7 @@ use super::status::ReshardPhase;
 use super::{Node, Staging};
 use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
-use crate::domain::store::{SLICES, Store, Write};
+use crate::domain::store::{SLICES, Write};
 
 /// A prepared reshard that sees no commit within this time is dropped (its coordinator died).
 const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -108,7 +108,7 @@ impl Node {
 
     async fn call_commit(&self, node: &str, map: &ShardMap) {
         if node == &*self.me {
-            self.install_map(map.clone());
+            self.commit_map(map.clone()).await;
         } else if let Err(e) = self.peers.commit_reshard(node, map).await {
             warn!(node = %self.me, peer = %node, error = %e, "commit not delivered; it will learn the map by heartbeat");
         }
@@ -158,12 +158,9 @@ impl Node {
         {
             return Err("another reshard is in progress".into());
         }
-        st.staging = Some(Staging {
-            map,
-            store: Store::new(),
-            since: Instant::now(),
-            bytes: 0,
-        });
+        let replaced = st.staging.replace(Staging::new(map));
+        drop(st);
+        super::commit::drop_off_lock(replaced.map(|s| s.store));
         Ok(())
     }
 
@@ -265,12 +262,10 @@ impl Node {
                 .staging
                 .as_ref()
                 .is_some_and(|s| s.map.epoch == map.epoch);
-            if matches {
-                st.staging = None;
-            }
-            matches
+            matches.then(|| st.staging.take()).flatten()
         };
-        if dropped {
+        if let Some(staging) = dropped {
+            super::commit::drop_off_lock(Some(staging.store));
             info!(node = %self.me, epoch = map.epoch, "reshard aborted here");
             self.bump_delivered();
         }

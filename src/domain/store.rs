@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::clock::VectorClock;
 use super::packed::{PackedClock, packed_pairs, put_varint};
@@ -15,6 +16,10 @@ use super::packed::{PackedClock, packed_pairs, put_varint};
 /// a millisecond, so heartbeats and client requests interleave. Growing one slice's table also
 /// rehashes only 1/256 of the keys.
 pub const SLICES: usize = 256;
+
+/// Source of slice stamps: every change to any store's slice takes the next number, so two equal
+/// stamps of a slice mean no change happened between them (see [`Store::stamp`]).
+static STAMPS: AtomicU64 = AtomicU64::new(1);
 
 /// The slice of `key`: FNV-1a of its bytes (stable, cheap for short keys).
 fn slice_of(key: &str) -> usize {
@@ -103,6 +108,7 @@ pub struct Store {
     origins: Vec<Arc<str>>,
     origin_ids: HashMap<Arc<str>, u32>,
     live: usize,
+    stamps: Vec<u64>,
 }
 
 impl Default for Store {
@@ -112,6 +118,7 @@ impl Default for Store {
             origins: Vec::new(),
             origin_ids: HashMap::new(),
             live: 0,
+            stamps: vec![0; SLICES],
         }
     }
 }
@@ -237,6 +244,7 @@ impl Store {
             generation,
             origin: self.intern(&v.origin),
         };
+        self.stamps[at] = STAMPS.fetch_add(1, AtomicOrdering::Relaxed);
         match self.slices[at].get_mut(write.key.as_str()) {
             Some(old) => **old = slot,
             None => {
@@ -290,17 +298,30 @@ impl Store {
             .collect()
     }
 
-    /// Keeps only the keys for which `keep` is true.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        for m in &mut self.slices {
-            m.retain(|k, _| keep(k));
+    /// The stamp of slice `i`: it changes whenever the slice does, and is 0 for a slice never
+    /// written. Equal stamps mean the slice is unchanged, so a copy of it taken earlier (e.g. a
+    /// reshard's merge, done a slice at a time off the lock) is still current.
+    pub fn stamp(&self, i: usize) -> u64 {
+        self.stamps.get(i).copied().unwrap_or(0)
+    }
+
+    /// Merges the entries of slice `i` whose key satisfies `keep` into `into` (a join: entries
+    /// `into` holds newer versions of stay). Returns how many entries were offered.
+    pub fn merge_slice_into(
+        &self,
+        i: usize,
+        into: &mut Store,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let Some(m) = self.slices.get(i) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (k, s) in m.iter().filter(|(k, _)| keep(k)) {
+            into.apply(self.write_of(k, s));
+            n += 1;
         }
-        self.live = self
-            .slices
-            .iter()
-            .flat_map(HashMap::values)
-            .filter(|s| s.value.is_some())
-            .count();
+        n
     }
 }
 
@@ -433,6 +454,47 @@ mod tests {
         let d = s.delta(1, &known);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].key, "y");
+    }
+
+    #[test]
+    fn stamps_move_with_changes_only_and_slices_merge_as_a_join() {
+        let mut s = Store::new();
+        assert!((0..SLICES).all(|i| s.stamp(i) == 0), "never written");
+        for i in 0..500u64 {
+            s.apply(write(
+                &format!("k{i}"),
+                "a",
+                i + 1,
+                &[("a", i + 1)],
+                Some("1"),
+            ));
+        }
+        let at = slice_of("k7");
+        let before: Vec<u64> = (0..SLICES).map(|i| s.stamp(i)).collect();
+        // a superseded write changes nothing, so no stamp moves
+        s.apply(write("k7", "a", 1, &[("a", 1)], Some("old")));
+        assert!((0..SLICES).all(|i| s.stamp(i) == before[i]));
+        s.apply(write("k7", "a", 900, &[("a", 900)], Some("new")));
+        let moved: Vec<usize> = (0..SLICES).filter(|&i| s.stamp(i) != before[i]).collect();
+        assert_eq!(moved, vec![at], "only the written key's slice");
+
+        // merging every slice, keys filtered, into a store holding a newer version of one key
+        let mut into = Store::new();
+        into.apply(write("k8", "a", 1_000, &[("a", 1_000)], Some("newer")));
+        let even = |k: &str| k[1..].parse::<u64>().is_ok_and(|n| n % 2 == 0);
+        let offered: usize = (0..SLICES)
+            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .sum();
+        assert_eq!(offered, 250);
+        assert_eq!(into.live_count(), 250);
+        assert_eq!(into.get("k8").unwrap().value.as_deref(), Some("newer"));
+        assert_eq!(into.get("k2").unwrap(), s.get("k2").unwrap());
+        assert!(into.get("k7").is_none(), "filtered out");
+        // merging again is idempotent
+        let again: usize = (0..SLICES)
+            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .sum();
+        assert_eq!((again, into.live_count()), (250, 250));
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(self.pushed_map(req.into_inner())?);
+        self.0.commit_map(self.pushed_map(req.into_inner())?).await;
         Ok(Response::new(pb::Ack {}))
     }
 }
@@ -261,7 +261,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(self.pushed_map(req.into_inner())?);
+        self.0.commit_map(self.pushed_map(req.into_inner())?).await;
         Ok(Response::new(pb::Ack {}))
     }
 
