@@ -144,12 +144,12 @@ fn summary(name: &str, samples: &[Sample], from: Duration, to: Duration) {
     );
 }
 
-/// The "peer suspected" lines of `log` past byte `from`.
-fn suspicions(log: &std::path::Path, from: usize) -> Vec<String> {
+/// The lines of `log` past byte `from` that contain `what`.
+fn lines_with(log: &std::path::Path, from: usize, what: &str) -> Vec<String> {
     let text = std::fs::read(log).unwrap_or_default();
     String::from_utf8_lossy(text.get(from..).unwrap_or_default())
         .lines()
-        .filter(|l| l.contains("suspected"))
+        .filter(|l| l.contains(what))
         .map(str::to_string)
         .collect()
 }
@@ -241,8 +241,17 @@ async fn run(keys: u64) {
     summary("during the copy", &samples, during_start, during_end);
     summary("after", &samples, during_end, after_end);
     let mut suspected = Vec::new();
-    for (l, from) in logs.iter().zip(marks) {
-        suspected.extend(suspicions(l, from));
+    for (i, (l, from)) in logs.iter().zip(marks).enumerate() {
+        suspected.extend(lines_with(l, from, "suspected"));
+        let warnings = lines_with(l, from, "WARN");
+        println!(
+            "node {i} ({}): {} warnings from the restart on",
+            addrs[i],
+            warnings.len()
+        );
+        for w in warnings.iter().take(5) {
+            println!("  {w}");
+        }
     }
     println!(
         "peers suspected from the restart on: {}",

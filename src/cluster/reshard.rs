@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use tracing::{info, warn};
 
 use super::batch::Batcher;
@@ -30,6 +32,10 @@ const TRANSFER_BATCH: usize = 4_096;
 /// shard this in-memory store holds on the machines we run on, and a hard stop for a transfer
 /// that would otherwise grow without bound. Past it the reshard aborts; the old map stays.
 pub const MAX_STAGING_BYTES: usize = 4 << 30;
+/// Reshard batches a sender keeps in flight at once (over all targets): enough to overlap
+/// reading the store with sending and with the receivers' merging, few enough to bound memory
+/// (each is at most `batch::MAX_BATCH_BYTES` plus one value).
+const SENDS_IN_FLIGHT: usize = 4;
 
 impl Node {
     /// Reshards the store into `shard_count` shards over the nodes of the view.
@@ -166,7 +172,8 @@ impl Node {
 
     /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners,
     /// reading the store a slice at a time (never the whole store under the lock) and sending
-    /// each owner byte-bounded batches as they fill.
+    /// each owner byte-bounded batches as they fill, up to [`SENDS_IN_FLIGHT`] at once so that
+    /// reading, sending and the receivers' merging overlap.
     pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, String> {
         self.catch_up_with_shard().await;
         let _permit = self.copy_permit().await.map_err(|e| e.to_string())?;
@@ -174,60 +181,77 @@ impl Node {
             map.ids().into_iter().map(|s| (s, map.members(s))).collect();
         let generation = self.state().replica.generation;
         let mut batchers: HashMap<String, Batcher> = HashMap::new();
+        let mut in_flight = FuturesUnordered::new();
         let mut sent = 0u64;
         for i in 0..SLICES {
             let mut local = Vec::new();
             let mut full = Vec::new();
-            {
+            let slice = {
                 let st = self.state();
                 if st.replica.generation != generation {
                     return Err("the data generation changed during the reshard copy".into());
                 }
-                for w in st.replica.store.slice(i, None) {
-                    let members = owners.get(&map.shard_for_key(&w.key));
-                    for m in members.into_iter().flatten() {
-                        if *m == *self.me {
-                            local.push(w.clone());
-                        } else if let Some(b) = batchers
-                            .entry(m.clone())
-                            .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
-                            .push(w.clone())
-                        {
-                            full.push((m.clone(), b));
-                        }
+                st.replica.store.slice(i, None)
+            };
+            for w in slice {
+                let Some(members) = owners.get(&map.shard_for_key(&w.key)) else {
+                    continue;
+                };
+                let mut w = Some(w);
+                for (n, m) in members.iter().enumerate() {
+                    // the last owner takes the write itself, the others a copy
+                    let Some(w) = (if n + 1 == members.len() {
+                        w.take()
+                    } else {
+                        w.clone()
+                    }) else {
+                        continue;
+                    };
+                    if *m == *self.me {
+                        local.push(w);
+                    } else if let Some(b) = batchers
+                        .entry(m.clone())
+                        .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
+                        .push(w)
+                    {
+                        full.push((m.clone(), b));
                     }
                 }
             }
             sent += local.len() as u64;
             self.stage(map.epoch, local)?;
-            sent += self.send_batches(map.epoch, full).await?;
+            in_flight.extend(
+                full.into_iter()
+                    .map(|(t, w)| self.send_batch(map.epoch, t, w)),
+            );
+            while in_flight.len() > SENDS_IN_FLIGHT {
+                sent += in_flight.next().await.unwrap_or(Ok(0))?;
+            }
+            tokio::task::yield_now().await;
         }
-        let rest = batchers
-            .into_iter()
-            .filter_map(|(t, mut b)| b.finish().map(|w| (t, w)))
-            .collect();
-        sent += self.send_batches(map.epoch, rest).await?;
+        in_flight.extend(
+            batchers
+                .into_iter()
+                .filter_map(|(t, mut b)| b.finish().map(|w| self.send_batch(map.epoch, t, w))),
+        );
+        while let Some(r) = in_flight.next().await {
+            sent += r?;
+        }
         Ok(sent)
     }
 
-    /// Sends each (target, batch) pair, concurrently; returns how many writes went out.
-    async fn send_batches(
+    /// Sends one batch of the reshard of `epoch` to `target`; returns how many writes went out.
+    async fn send_batch(
         &self,
         epoch: u64,
-        batches: Vec<(String, Vec<Write>)>,
+        target: String,
+        writes: Vec<Write>,
     ) -> Result<u64, String> {
-        let sends = batches.into_iter().map(|(target, writes)| async move {
-            let n = writes.len() as u64;
-            self.peers
-                .receive_reshard_data(&target, epoch, writes)
-                .await
-                .map_err(|e| format!("{target}: {e}"))?;
-            Ok::<u64, String>(n)
-        });
-        let mut n = 0;
-        for r in join_all(sends).await {
-            n += r?;
-        }
+        let n = writes.len() as u64;
+        self.peers
+            .receive_reshard_data(&target, epoch, writes)
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
         Ok(n)
     }
 

@@ -94,6 +94,11 @@ impl VectorClock {
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().map(|(o, s)| (o.as_str(), *s))
     }
+
+    /// Entries in origin order, by value (no copies of the origins).
+    pub fn into_entries(self) -> impl Iterator<Item = (String, u64)> {
+        self.0.into_iter()
+    }
 }
 
 #[cfg(test)]

@@ -220,23 +220,9 @@ impl Store {
             return Applied::Superseded;
         };
         let at = slice_of(&write.key);
-        let was_live = match self.slices[at].get(write.key.as_str()) {
-            Some(slot) => {
-                let stored = (
-                    u64::from(slot.generation),
-                    Self::clock_sum(slot),
-                    &*self.origins[slot.origin as usize],
-                    slot.seq,
-                );
-                if stored >= v.order_key() {
-                    return Applied::Superseded;
-                }
-                slot.value.is_some()
-            }
-            None => false,
+        let Some(was_live) = self.loses_to(at, &write.key, v.order_key()) else {
+            return Applied::Superseded;
         };
-        let now_live = write.value.is_some();
-        self.live = self.live + usize::from(now_live) - usize::from(was_live);
         let slot = Slot {
             seq: v.seq,
             value: write.value,
@@ -244,11 +230,34 @@ impl Store {
             generation,
             origin: self.intern(&v.origin),
         };
+        self.put(at, write.key, slot, was_live)
+    }
+
+    /// `None` when the stored version of `key` (in slice `at`) is at least `incoming`, else
+    /// whether the key had a live value.
+    fn loses_to(&self, at: usize, key: &str, incoming: (u64, u64, &str, u64)) -> Option<bool> {
+        match self.slices[at].get(key) {
+            Some(slot) => {
+                let stored = (
+                    u64::from(slot.generation),
+                    Self::clock_sum(slot),
+                    &*self.origins[slot.origin as usize],
+                    slot.seq,
+                );
+                (stored < incoming).then_some(slot.value.is_some())
+            }
+            None => Some(false),
+        }
+    }
+
+    /// Stores `slot` as `key`'s winning version (the caller checked it wins).
+    fn put(&mut self, at: usize, key: String, slot: Slot, was_live: bool) -> Applied {
+        self.live = self.live + usize::from(slot.value.is_some()) - usize::from(was_live);
         self.stamps[at] = STAMPS.fetch_add(1, AtomicOrdering::Relaxed);
-        match self.slices[at].get_mut(write.key.as_str()) {
+        match self.slices[at].get_mut(key.as_str()) {
             Some(old) => **old = slot,
             None => {
-                self.slices[at].insert(write.key.into_boxed_str(), Box::new(slot));
+                self.slices[at].insert(key.into_boxed_str(), Box::new(slot));
             }
         }
         if was_live {
@@ -256,6 +265,38 @@ impl Store {
         } else {
             Applied::Created
         }
+    }
+
+    /// Applies `slot` of `src` as `key` (what [`Store::apply`] does with its write), copying the
+    /// packed form with the origins renumbered instead of decoding it into a [`Write`].
+    fn apply_slot(&mut self, src: &Store, key: &str, slot: &Slot) -> Applied {
+        let origin = &src.origins[slot.origin as usize];
+        let incoming = (
+            u64::from(slot.generation),
+            Self::clock_sum(slot),
+            &**origin,
+            slot.seq,
+        );
+        let at = slice_of(key);
+        let Some(was_live) = self.loses_to(at, key, incoming) else {
+            return Applied::Superseded;
+        };
+        let mut clock = PackedClock::new();
+        for (id, seq) in packed_pairs(&slot.clock) {
+            put_varint(
+                u64::from(self.intern(&src.origins[id as usize])),
+                &mut clock,
+            );
+            put_varint(seq, &mut clock);
+        }
+        let copy = Slot {
+            seq: slot.seq,
+            value: slot.value.clone(),
+            clock,
+            generation: slot.generation,
+            origin: self.intern(origin),
+        };
+        self.put(at, key.to_string(), copy, was_live)
     }
 
     fn write_of(&self, key: &str, slot: &Slot) -> Write {
@@ -318,7 +359,7 @@ impl Store {
         };
         let mut n = 0;
         for (k, s) in m.iter().filter(|(k, _)| keep(k)) {
-            into.apply(self.write_of(k, s));
+            into.apply_slot(self, k, s);
             n += 1;
         }
         n
@@ -480,7 +521,8 @@ mod tests {
 
         // merging every slice, keys filtered, into a store holding a newer version of one key
         let mut into = Store::new();
-        into.apply(write("k8", "a", 1_000, &[("a", 1_000)], Some("newer")));
+        // (origin "b" first, so the copied slots' origins are renumbered)
+        into.apply(write("k8", "b", 1_000, &[("b", 1_000)], Some("newer")));
         let even = |k: &str| k[1..].parse::<u64>().is_ok_and(|n| n % 2 == 0);
         let offered: usize = (0..SLICES)
             .map(|i| s.merge_slice_into(i, &mut into, even))

@@ -119,6 +119,28 @@ pub fn write_to_pb(w: &Write) -> pb::Write {
     }
 }
 
+/// Write → wire, by value: the key and the clock's origins move instead of being copied (bulk
+/// transfers convert every write of a store once).
+pub fn write_into_pb(w: Write) -> pb::Write {
+    let tombstone = w.value.is_none();
+    pb::Write {
+        key: w.key,
+        version: Some(pb::Version {
+            generation: w.version.generation,
+            origin: w.version.origin.to_string(),
+            seq: w.version.seq,
+            clock: w
+                .version
+                .clock
+                .into_entries()
+                .map(|(origin, seq)| pb::ClockEntry { origin, seq })
+                .collect(),
+        }),
+        value: w.value.as_deref().unwrap_or_default().to_string(),
+        tombstone,
+    }
+}
+
 /// Wire → write, rejecting writes without a version or with an invalid one (keys over 50
 /// characters, forged generations, counters out of range, a tombstone with a value). Value
 /// size and JSON validity need the node's limit: see [`check_values`].
