@@ -133,8 +133,21 @@ impl Store {
         self.slices[slice_of(key)].get(key).map(|b| &**b)
     }
 
+    /// The id of an interned origin: a scan while there are a few (the usual shard), else the
+    /// table (hashing the address costs more than comparing a handful).
+    fn origin_id(&self, origin: &str) -> Option<u32> {
+        if self.origins.len() <= 8 {
+            return self
+                .origins
+                .iter()
+                .position(|o| **o == *origin)
+                .map(|i| i as u32);
+        }
+        self.origin_ids.get(origin).copied()
+    }
+
     fn intern(&mut self, origin: &Arc<str>) -> u32 {
-        if let Some(&id) = self.origin_ids.get(origin) {
+        if let Some(id) = self.origin_id(origin) {
             return id;
         }
         let id = u32::try_from(self.origins.len()).expect("fewer than 2^32 origins");
@@ -146,8 +159,8 @@ impl Store {
     fn pack(&mut self, clock: &VectorClock) -> PackedClock {
         let mut out = PackedClock::new();
         for (origin, seq) in clock.iter() {
-            let id = match self.origin_ids.get(origin) {
-                Some(&id) => id,
+            let id = match self.origin_id(origin) {
+                Some(id) => id,
                 None => self.intern(&Arc::from(origin)),
             };
             put_varint(u64::from(id), &mut out);
