@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
 use super::batch::Batcher;
@@ -224,6 +224,11 @@ impl Node {
                 full.into_iter()
                     .map(|(t, w)| self.send_batch(map.epoch, t, w)),
             );
+            // start the new sends and collect finished ones without waiting...
+            while let Some(Some(r)) = in_flight.next().now_or_never() {
+                sent += r?;
+            }
+            // ...and wait only while too many are out
             while in_flight.len() > SENDS_IN_FLIGHT {
                 sent += in_flight.next().await.unwrap_or(Ok(0))?;
             }
