@@ -7,11 +7,12 @@
 //! Run: `cargo bench --bench snapshot_load` (or `-- 200000` for fewer keys). Bounded: every wait
 //! has a deadline; nodes are killed on exit.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use causalkv::tools::node_process::{Log, NodeProcess, ServeCommand};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -26,33 +27,13 @@ const WINDOW: Duration = Duration::from_secs(5);
 /// Bound on every wait of the benchmark.
 const WAIT: Duration = Duration::from_secs(600);
 
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(addr: &str, view: &str, log: &std::path::Path) -> Child {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_causalkv"))
-        .arg("serve")
-        .env("SOCKET_ADDRESS", addr)
-        .env("VIEW", view)
-        .env("SHARD_COUNT", "1")
+/// A node of one shard logging (warnings and up) to `log`; dropping it kills it.
+fn spawn(addr: &str, view: &[String], log: &Path) -> NodeProcess {
+    ServeCommand::new(Path::new(env!("CARGO_BIN_EXE_causalkv")), addr, view)
+        .shards(Some(1))
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(out)
+        .log(Log::File(log.to_path_buf()))
         .spawn()
         .expect("spawn")
 }
@@ -145,7 +126,7 @@ fn summary(name: &str, samples: &[Sample], from: Duration, to: Duration) {
 }
 
 /// The lines of `log` past byte `from` that contain `what`.
-fn lines_with(log: &std::path::Path, from: usize, what: &str) -> Vec<String> {
+fn lines_with(log: &Path, from: usize, what: &str) -> Vec<String> {
     let text = std::fs::read(log).unwrap_or_default();
     String::from_utf8_lossy(text.get(from..).unwrap_or_default())
         .lines()
@@ -154,23 +135,20 @@ fn lines_with(log: &std::path::Path, from: usize, what: &str) -> Vec<String> {
         .collect()
 }
 
-fn log_len(log: &std::path::Path) -> usize {
+fn log_len(log: &Path) -> usize {
     std::fs::metadata(log).map_or(0, |m| m.len() as usize)
 }
 
 async fn run(keys: u64) {
     let addrs: Vec<String> = (2..=4).map(|h| format!("127.79.0.{h}:8090")).collect();
-    let view = addrs.join(",");
     let dir = std::env::temp_dir().join(format!("ckv-snapshot-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("log dir");
     let logs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}.log"))).collect();
-    let mut nodes = Nodes(
-        addrs
-            .iter()
-            .zip(&logs)
-            .map(|(a, l)| spawn(a, &view, l))
-            .collect(),
-    );
+    let mut nodes: Vec<NodeProcess> = addrs
+        .iter()
+        .zip(&logs)
+        .map(|(a, l)| spawn(a, &addrs, l))
+        .collect();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -215,13 +193,12 @@ async fn run(keys: u64) {
     let load = tokio::spawn(get_load(addrs[..2].to_vec(), keys, t0, stop.clone()));
     tokio::time::sleep(WINDOW).await;
     let before_end = t0.elapsed();
-    let _ = nodes.0[2].kill();
-    let _ = nodes.0[2].wait();
+    drop(nodes.pop());
     // let the survivors notice, so what they log from the restart on is about the copy
     tokio::time::sleep(Duration::from_secs(2)).await;
     let marks: Vec<usize> = logs.iter().map(|l| log_len(l)).collect();
     let during_start = t0.elapsed();
-    nodes.0[2] = spawn(&addrs[2], &view, &logs[2]);
+    nodes.push(spawn(&addrs[2], &addrs, &logs[2]));
     wait_count(&http, &addrs[2], keys).await;
     let during_end = t0.elapsed();
     tokio::time::sleep(WINDOW).await;
