@@ -38,8 +38,18 @@ pub const MAX_STAGING_BYTES: usize = 4 << 30;
 const SENDS_IN_FLIGHT: usize = 4;
 
 impl Node {
-    /// Reshards the store into `shard_count` shards over the nodes of the view.
+    /// Reshards the store into `shard_count` shards over the nodes of the view. The reshard
+    /// runs in a task of its own, to its end (commit or abort everywhere), even when the caller
+    /// gives up waiting (the REST request timeout, a client that disconnects): cancelled half-way
+    /// it would leave every node prepared, client writes held, until the staging timeout.
     pub async fn reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
+        let node = self.clone();
+        tokio::spawn(async move { node.run_reshard(shard_count).await })
+            .await
+            .unwrap_or_else(|e| Err(ShardOpError::Failed(format!("reshard task failed: {e}"))))
+    }
+
+    async fn run_reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
         let (old, new) = {
             let st = self.state();
             let new = st.map.resharded(&st.liveness.view(), shard_count)?;
