@@ -105,6 +105,34 @@ impl pb::replication_server::Replication for Services {
         let reply = self.0.execute_local(&r.key, op, meta, wait).await;
         Ok(Response::new(reply_to_pb(reply)))
     }
+
+    async fn forward_batch(
+        &self,
+        req: Request<pb::ForwardBatchRequest>,
+    ) -> Result<Response<pb::ForwardBatchResponse>, Status> {
+        let ops = req.into_inner().ops;
+        if ops.len() > super::forward_batch::MAX_OPS {
+            return Err(Status::invalid_argument("too many operations in one batch"));
+        }
+        // Each operation is validated and run as a `Forward` would be; they run concurrently
+        // and are answered in order. One invalid operation fails alone.
+        let replies = futures::future::join_all(ops.into_iter().map(|r| async move {
+            let checked = convert::key(&r.key).and_then(|()| {
+                let op = op_from_pb(r.kind, r.value, self.0.cfg.max_value_bytes)?;
+                Ok((op, metadata_from_token(&r.metadata)?))
+            });
+            match checked {
+                Ok((op, meta)) => {
+                    let limit = self.0.cfg.legacy_wait.as_millis() as u64;
+                    let wait = Duration::from_millis(r.wait_ms.min(limit));
+                    reply_to_pb(self.0.execute_local(&r.key, op, meta, wait).await)
+                }
+                Err(s) => convert::bad_request_reply(s.message()),
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::ForwardBatchResponse { replies }))
+    }
 }
 
 #[tonic::async_trait]
