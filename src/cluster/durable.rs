@@ -49,17 +49,12 @@ pub(super) fn restore(st: &mut State, rec: Recovered) -> bool {
         st.replica.clock = meta.clock;
     }
     if let Some((map, writes)) = rec.staged.filter(|(m, _)| m.epoch > st.map.epoch) {
-        let mut store = Store::new();
-        let bytes = writes.iter().map(crate::cluster::batch::write_bytes).sum();
+        let mut staging = Staging::new(map);
+        staging.bytes = writes.iter().map(crate::cluster::batch::write_bytes).sum();
         for w in writes {
-            store.apply(w);
+            staging.store.apply(w);
         }
-        st.staging = Some(Staging {
-            map,
-            store,
-            since: std::time::Instant::now(),
-            bytes,
-        });
+        st.staging = Some(staging);
     }
     st.replica.record_changes();
     recovered
