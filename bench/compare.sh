@@ -8,6 +8,7 @@
 # them side by side and flags rows where they disagree by more than 20 %:
 #   ceiling   `causalkv ceiling` (no replication, no causal checks)       CKV_NET.20:9200
 #   ckv-1x3   causalkv, 1 shard x 3 replicas (+ a --lag run, put mix)       CKV_NET.2-4:9101
+#   ckv-1x3-always, ckv-1x3-batch   the same with DATA_DIR and CKV_FSYNC=always / batch (put mix)
 #   ckv-2x3   causalkv, 2 shards x 3 replicas (targets: all 6 nodes)        CKV_NET.12-17:9101
 #             both causalkv shapes also: put at the first node only (variant 1t) and put with one
 #             connection to it (variant c1); the ceiling: put with one connection (c1)
@@ -25,7 +26,7 @@
 #                            bash counts it up afterwards)
 #   WARMUP [2, *1]  CONNS [32]  VALUE_SIZE [100]  KEYS [10000, *1000]  MEM_KEYS [1000000, *20000]
 #   OPEN_RATE        fixed open-loop rate in ops/s [50% of the ceiling's PUT throughput]
-#   SKIP_ETCD=1 [0, *1 unless etcd is installed]   SKIP_MEMORY=1 [0]
+#   SKIP_ETCD=1 [0, *1 unless etcd is installed]   SKIP_MEMORY=1 [0]   SKIP_DURABLE=1 [0]
 #   CPUS=split|shared [split]   split: servers and etcd on CPU 0 (taskset -c 0), the load
 #                               generator on CPU 1 (taskset -c 1); shared: nothing pinned
 #   SKIP_WRK=1 [0]   no wrk rows (wrk is installed from Debian when missing: apt-get, needs root)
@@ -294,9 +295,13 @@ ensure_free() {   # refuse to benchmark a stale server left on one of our addres
     done
 }
 
+NODE_ENV=()      # extra VAR=VALUE for every node started (the durable rows set CKV_FSYNC)
+NODE_DATA=""     # when set, node NAME keeps its data in $NODE_DATA/NAME (DATA_DIR)
 start_node() {    # NAME ADDR VIEW SHARD_COUNT
     local name="$1" addr="$2" view="$3" shards="$4"
-    SOCKET_ADDRESS="$addr" VIEW="$view" SHARD_COUNT="$shards" \
+    local extra=(${NODE_ENV[@]+"${NODE_ENV[@]}"})
+    [[ -n "$NODE_DATA" ]] && extra+=("DATA_DIR=$NODE_DATA/$name")
+    env SOCKET_ADDRESS="$addr" VIEW="$view" SHARD_COUNT="$shards" ${extra[@]+"${extra[@]}"} \
         ${PIN_SERVER[@]+"${PIN_SERVER[@]}"} "$BIN" serve </dev/null >"$LOGS/$name.log" 2>&1 &
     SERVER_PIDS+=("$!")
     SERVER_NAMES+=("$name")
@@ -544,6 +549,27 @@ else
     record_failure ckv-1x3 ckv-1x3 causalkv 1x3 closed closed put "cluster did not become ready (logs: $LOGS/ckv13-n*.log)"
 fi
 stop_servers
+
+# ---------------------------------------------------------------- a2. the same with data directories
+# PUT throughput and latency of 1x3 with DATA_DIR, CKV_FSYNC=always and batch, beside the in-memory
+# rows above (issue 12's targets: always >= 0.6x, batch >= 0.85x of in-memory PUT at CONNS).
+if [[ "${SKIP_DURABLE:-0}" != 1 ]]; then
+    for fsync in always batch; do
+        step "causalkv 1 shard x 3 replicas, DATA_DIR, CKV_FSYNC=$fsync"
+        NODE_DATA="$(mktemp -d "${TMPDIR:-/tmp}/ckv-bench-data.XXXXXX")"
+        NODE_ENV=("CKV_FSYNC=$fsync")
+        if start_ckv "ckv13-$fsync" 1 "${CKV13[@]}"; then
+            T="$(csv "${CKV13[@]}")"
+            run_bench "ckv-1x3-$fsync" causalkv 1x3 "fsync-$fsync" kvs closed put "$T"
+        else
+            record_failure "ckv-1x3-$fsync" "ckv-1x3-$fsync" causalkv 1x3 closed closed put "cluster did not become ready (logs: $LOGS/ckv13-$fsync-n*.log)"
+        fi
+        stop_servers
+        rm -rf "$NODE_DATA"
+        NODE_DATA=""
+        NODE_ENV=()
+    done
+fi
 
 # ---------------------------------------------------------------- b. causalkv 2 shards x 3 replicas
 step "causalkv 2 shards x 3 replicas (${CKV23[*]})"

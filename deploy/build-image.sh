@@ -60,6 +60,8 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$BIN" "$ctx/causalkv"
 strip "$ctx/causalkv" 2>/dev/null || true
 cp "$REPO/deploy/Dockerfile.static" "$ctx/Dockerfile"
+# an empty /data for a volume to mount over (a new named volume takes its owner, 65534)
+mkdir "$ctx/data"
 
 log "docker build -t $IMAGE"
 # Output (including the legacy builder's deprecation notice) is shown only if the build fails.

@@ -105,6 +105,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Mutual TLS between nodes, when all three files are given.
     pub tls: Option<TlsFiles>,
+    /// Durability: data directory, fsync policy, recovery (`DATA_DIR`, `CKV_FSYNC`, ...).
+    pub storage: crate::storage::Settings,
 }
 
 fn tls_files(get: &impl Fn(&str) -> Option<String>) -> Result<Option<TlsFiles>, ConfigError> {
@@ -255,7 +257,9 @@ impl Config {
         let legacy_wait =
             Duration::from_millis(number(&get, "CKV_LEGACY_WAIT_MS", DEFAULT_LEGACY_WAIT_MS)?);
         let request_timeout_default = legacy_wait.as_millis() as u64 + REQUEST_TIMEOUT_MARGIN_MS;
+        let storage = crate::storage::Settings::from_vars(&get).map_err(|(v, p)| err(v, p))?;
         Ok(Self {
+            storage,
             cluster_key: cluster_key(&get, &read_file)?,
             tls: tls_files(&get)?,
             header_timeout: Duration::from_millis(

@@ -15,4 +15,5 @@ pub mod net;
 pub mod ops;
 pub mod rpc;
 pub mod server;
+pub mod storage;
 pub mod tools;

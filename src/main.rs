@@ -24,7 +24,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run one node, configured by SOCKET_ADDRESS, VIEW, SHARD_COUNT and CKV_* variables.
-    Serve,
+    Serve {
+        /// Keep data in this directory (same as DATA_DIR); without either, in memory only.
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// If the data directory is damaged, set it aside and copy the shard from its peers
+        /// (same as CKV_RECOVER_FROM_PEERS=1) instead of refusing to start.
+        #[arg(long)]
+        recover_from_peers: bool,
+    },
     /// Run a local cluster on loopback (127.0.0.2, .3, ...), one process per node.
     Local(tools::local::Args),
     /// Check a JSON-lines history for causal-consistency anomalies; exit 1 unless clean.
@@ -60,8 +68,12 @@ fn init_logging() {
 
 /// The server's start path: configuration from the environment, then `server::run`; nothing
 /// from `tools`.
-fn serve() -> anyhow::Result<i32> {
-    let cfg = Config::from_vars(|k| std::env::var(k).ok())?;
+fn serve(data_dir: Option<std::path::PathBuf>, recover_from_peers: bool) -> anyhow::Result<i32> {
+    let mut cfg = Config::from_vars(|k| std::env::var(k).ok())?;
+    if data_dir.is_some() {
+        cfg.storage.data_dir = data_dir;
+    }
+    cfg.storage.recover_from_peers |= recover_from_peers;
     tokio::runtime::Runtime::new()?.block_on(causalkv::server::run(cfg))?;
     Ok(0)
 }
@@ -69,8 +81,15 @@ fn serve() -> anyhow::Result<i32> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
-    let code = match cli.command.unwrap_or(Cmd::Serve) {
-        Cmd::Serve => serve()?,
+    let serve_default = Cmd::Serve {
+        data_dir: None,
+        recover_from_peers: false,
+    };
+    let code = match cli.command.unwrap_or(serve_default) {
+        Cmd::Serve {
+            data_dir,
+            recover_from_peers,
+        } => serve(data_dir, recover_from_peers)?,
         Cmd::Local(args) => tools::local::main(args)?,
         Cmd::Check(args) => tools::check::main(args)?,
         Cmd::Bench(opts) => tools::bench::cli::main(opts)?,

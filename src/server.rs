@@ -43,6 +43,9 @@ pub enum ServerError {
     /// Reflection could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The data directory cannot be used.
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
 }
 
 /// The combined REST + gRPC router of `node`.
@@ -168,7 +171,10 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| ServerError::Bind(listen.to_string(), e))?;
-    let node = Node::new(cfg, peers.clone());
+    let node = match crate::storage::open(&cfg.storage)? {
+        Some(storage) => Node::with_storage(cfg, peers.clone(), storage)?,
+        None => Node::new(cfg, peers.clone()),
+    };
     // A weak handle: the node owns the peers, the filter must not own the node.
     let weak = std::sync::Arc::downgrade(&node.0);
     peers.set_key_sources(Box::new(move |addr| {
@@ -184,7 +190,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     };
     info!(node = %node.me, %listen, incarnation = node.incarnation, %mode, "listening (REST + gRPC)");
     let starter = node.clone();
-    tokio::spawn(async move { starter.start().await });
+    tokio::spawn(async move {
+        if let Err(e) = starter.start().await {
+            tracing::error!(node = %starter.me, error = %e, "refusing to start");
+            eprintln!("causalkv: {e}");
+            std::process::exit(1);
+        }
+    });
     let stopper = node.clone();
     hardening::serve(listener, app, limits, acceptor, async move {
         shutdown_signal().await;

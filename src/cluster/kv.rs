@@ -24,6 +24,16 @@ enum Attempt {
     Unsatisfied,
     /// A write while a reshard is prepared here.
     Frozen,
+    /// A write applied here: acknowledged once storage holds it, then replicated.
+    Written(Box<Written>),
+}
+
+/// A write applied locally, waiting for storage before it is acknowledged and replicated.
+struct Written {
+    reply: OpReply,
+    write: crate::domain::store::Write,
+    targets: Vec<String>,
+    stored: crate::storage::Ticket,
 }
 
 /// A client operation.
@@ -138,6 +148,7 @@ impl Node {
         loop {
             match self.try_local(key, &op, &meta) {
                 Attempt::Done(reply) => return reply,
+                Attempt::Written(w) => return self.acknowledge(*w).await,
                 Attempt::Frozen => {
                     // A reshard was prepared after routing: wait for it, like a new request.
                     if !self.wait_no_reshard(RESHARD_WAIT).await {
@@ -200,6 +211,9 @@ impl Node {
                 OpReply::bare(Outcome::NotFound, shard)
             }
             KvOp::Put(_) | KvOp::Delete => {
+                if let Err(e) = self.storage_writable() {
+                    return Attempt::Done(OpReply::bare(Outcome::Unavailable(e), shard));
+                }
                 let value = match op {
                     KvOp::Put(v) => Some(v.clone()),
                     _ => None,
@@ -216,20 +230,38 @@ impl Node {
                     st.replica
                         .metadata_after_write(meta, &write.version, scope(&st.map, &self.me));
                 let targets = st.shard_peers(&self.me);
+                let stored = self.persist_replica(st, false);
                 drop(guard);
                 let written = Some(WriteId::from(&write.version));
-                self.enqueue(write, &targets);
-                self.bump_delivered();
-                return Attempt::Done(OpReply {
-                    outcome,
-                    value: None,
-                    metadata: Some(metadata),
-                    shard,
-                    written,
-                });
+                return Attempt::Written(Box::new(Written {
+                    reply: OpReply {
+                        outcome,
+                        value: None,
+                        metadata: Some(metadata),
+                        shard,
+                        written,
+                    },
+                    write,
+                    targets,
+                    stored,
+                }));
             }
         };
         Attempt::Done(reply)
+    }
+
+    /// Acknowledges a local write once storage holds it (per the fsync policy) and only then
+    /// replicates it: a peer never delivers a write its origin could lose in a crash, so the
+    /// origin never numbers a later write the same. If storing failed the client is told
+    /// (503, "storage ...") and the write is not replicated now: it stays applied here, is
+    /// stored by the retry, and reaches peers by anti-entropy.
+    async fn acknowledge(&self, w: Written) -> OpReply {
+        self.bump_delivered();
+        if let Err(e) = w.stored.wait().await {
+            return OpReply::bare(Outcome::Unavailable(e.to_string()), w.reply.shard);
+        }
+        self.enqueue(w.write, &w.targets);
+        w.reply
     }
 
     /// Waits until no reshard is in progress here; false on timeout.

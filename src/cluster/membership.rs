@@ -84,6 +84,7 @@ impl Node {
             }
             self.check_staging_timeout();
             self.forget_strangers();
+            self.persist_token_keys();
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod commit;
+pub mod durable;
 pub mod forward;
 pub mod guard;
 pub mod kv;
@@ -192,6 +193,12 @@ pub struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// Counters of replication, sync and reshard work (for operators).
     pub stats: status::Counters,
+    /// Where the node keeps what it must not forget; `None` = in memory only.
+    storage: Option<Arc<dyn crate::storage::Storage>>,
+    /// True when the state was restored from a data directory that held a replica.
+    recovered: AtomicBool,
+    /// The metadata-token key last handed to storage.
+    token_saved: Mutex<Option<crate::domain::token_key::TokenKey>>,
 }
 
 /// A handle to the node; cheap to clone.
@@ -214,8 +221,17 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// A node that has not joined yet (see [`membership::start`]).
+    /// A node that has not joined yet (see [`membership::start`]), its state in memory only.
     pub fn new(cfg: Config, peers: Arc<dyn Peers>) -> Self {
+        Self::build(cfg, peers, None, now_ms())
+    }
+
+    fn build(
+        cfg: Config,
+        peers: Arc<dyn Peers>,
+        storage: Option<Arc<dyn crate::storage::Storage>>,
+        incarnation: u64,
+    ) -> Self {
         let me: Arc<str> = cfg.socket_address.as_str().into();
         let map = match cfg.shard_count {
             Some(n) => ShardMap::initial(&cfg.view, n),
@@ -233,7 +249,7 @@ impl Node {
         };
         Node(Arc::new(Inner {
             me,
-            incarnation: now_ms(),
+            incarnation,
             cfg,
             state: Mutex::new(state),
             peers,
@@ -244,6 +260,9 @@ impl Node {
             snapshots: snapshot::copy_limiter(),
             shutdown: watch::channel(false).0,
             stats: status::Counters::default(),
+            storage,
+            recovered: AtomicBool::new(false),
+            token_saved: Mutex::new(None),
         }))
     }
 

@@ -244,6 +244,10 @@ impl Node {
             warn!(node = %self.me, %sender, age_ms = age, "dropped a stale replication batch");
             return (0, 0);
         }
+        if let Err(e) = self.storage_writable() {
+            warn!(node = %self.me, %sender, error = %e, "dropped a replication batch: storage cannot take it (anti-entropy brings it later)");
+            return (0, 0);
+        }
         let (mut applied, mut buffered) = (0u32, 0u32);
         {
             let mut guard = self.state();
@@ -254,6 +258,8 @@ impl Node {
                 applied += o.delivered as u32;
                 buffered += u32::from(o.buffered);
             }
+            drop(in_scope);
+            drop(self.persist_replica(st, false));
         }
         if applied > 0 {
             self.bump_delivered();

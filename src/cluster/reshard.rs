@@ -174,6 +174,7 @@ impl Node {
         {
             return Err("another reshard is in progress".into());
         }
+        self.persist_staged(&map, Vec::new());
         let replaced = st.staging.replace(Staging::new(map));
         drop(st);
         super::commit::drop_off_lock(replaced.map(|s| s.store));
@@ -284,9 +285,11 @@ impl Node {
                     ));
                 }
                 s.bytes += bytes;
-                for w in writes {
-                    s.store.apply(w);
+                let map = s.map.clone();
+                for w in &writes {
+                    s.store.apply(w.clone());
                 }
+                self.persist_staged(&map, writes);
                 Ok(())
             }
             _ => Err(format!("no reshard of epoch {epoch} is prepared here")),
@@ -301,6 +304,9 @@ impl Node {
                 .staging
                 .as_ref()
                 .is_some_and(|s| s.map.epoch == map.epoch);
+            if matches {
+                drop(self.persist(vec![crate::storage::Change::Unstaged]));
+            }
             matches.then(|| st.staging.take()).flatten()
         };
         if let Some(staging) = dropped {

@@ -90,6 +90,7 @@ impl Node {
             let generation_before = st.replica.generation;
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
+            let unstaged = st.staging.is_some() && map.generation > st.replica.generation;
             let need_sync = if map.generation > st.replica.generation {
                 // the slices not merged ahead of the commit (see `commit`); all of them when
                 // the map was learned without `commit_map`
@@ -119,6 +120,8 @@ impl Node {
                 }
             }
             st.map = map;
+            let new_generation = st.replica.generation != generation_before;
+            self.persist_new_map(st, new_generation, unstaged);
             st.ahead.clear();
             if st.replica.generation != generation_before {
                 st.has_mine.clear();

@@ -24,7 +24,8 @@ impl Node {
     /// Joins the cluster: announce to every node of the start-up view, adopt the newest shard
     /// map, pull this shard's data from a live member, then serve and start background loops.
     /// A node without `SHARD_COUNT` first waits (bounded) until some peer answers.
-    pub async fn start(&self) {
+    /// Fails (before serving) when the data directory proves to have lost acknowledged writes.
+    pub async fn start(&self) -> Result<(), crate::storage::StorageError> {
         let targets: Vec<String> = self
             .cfg
             .view
@@ -46,13 +47,22 @@ impl Node {
         if !targets.is_empty() && started.elapsed() >= PEER_WAIT {
             warn!(node = %self.me, waited_s = PEER_WAIT.as_secs(), "no peer of VIEW answered; serving alone");
         }
-        self.full_sync().await;
+        // A node restarted from its data directory holds its replica: a delta from each member
+        // (below) is all it lacks. Otherwise it copies the shard from a member.
+        if !(self.restarted_from_disk() && self.state().replica.complete) {
+            self.full_sync().await;
+        }
         // In memory, a restarted node knows its own write numbers only from its peers, and the
         // one it pulled from may lack its last writes before the crash that another delivered:
         // numbering on from there would reuse numbers, and those peers would ignore the new
         // writes as already delivered (nemesis seed 18). A delta from every live member of the
         // shard first makes it resume above anything they delivered.
+        let own_on_disk = self.state().replica.clock.get(&self.me);
         self.catch_up_with_shard().await;
+        if self.check_own_writes(own_on_disk)? {
+            self.full_sync().await;
+            self.catch_up_with_shard().await;
+        }
         let _ = self.ready.send_replace(true);
         let st = self.state();
         let mode = super::shards::Mode::of(&st.map, &self.me);
@@ -61,6 +71,7 @@ impl Node {
         drop(st);
         self.spawn_supervised("heartbeat", |node| node.heartbeat_loop());
         self.spawn_supervised("stall-watchdog", |node| node.stall_watchdog());
+        Ok(())
     }
 
     /// Announces this node to `targets`, adds every node their views name, and installs the
@@ -105,6 +116,7 @@ impl Node {
                 warn!(node = %self.me, epoch = map.epoch,
                       "the shard map dealt from VIEW differs from the cluster's; adopting the cluster's");
                 st.map = map;
+                drop(self.persist(vec![crate::storage::Change::Map(st.map.clone())]));
                 return;
             }
         }

@@ -110,6 +110,7 @@ impl Node {
                     let (n, b) = batch_size(&writes);
                     (received, bytes) = (received + n, bytes + b);
                     changed += st.replica.absorb_writes(writes);
+                    drop(self.persist_replica(&mut st, false));
                 }
                 SnapshotPart::End { clock, .. } => {
                     let st = &mut *st;
@@ -117,6 +118,7 @@ impl Node {
                     if full {
                         st.replica.complete = true;
                     }
+                    drop(self.persist_replica(st, true));
                     return Ok((changed, received, bytes));
                 }
             }

@@ -44,6 +44,9 @@ pub struct Replica {
     pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
     pending_bytes: usize,
+    /// Writes that won here since the last [`Replica::take_changes`], when recording (a node
+    /// with a data directory hands them to storage).
+    journal: Option<Vec<Write>>,
 }
 
 /// What offering a remote write did.
@@ -113,7 +116,7 @@ impl Replica {
             },
             value,
         };
-        let applied = self.store.apply(write.clone());
+        let applied = self.apply(write.clone());
         (write, applied)
     }
 
@@ -164,7 +167,7 @@ impl Replica {
             for origin in origins {
                 while let Some(w) = self.next_deliverable(&origin, scope) {
                     self.clock.raise(&origin, w.version.seq);
-                    self.store.apply(w);
+                    self.apply(w);
                     delivered += 1;
                     progress = true;
                 }
@@ -233,8 +236,7 @@ impl Replica {
         let mut changed = 0;
         for w in writes {
             // Older generations' writes are the data carried over by a reshard: merge them too.
-            if w.version.generation <= self.generation && self.store.apply(w) != Applied::Superseded
-            {
+            if w.version.generation <= self.generation && self.apply(w) != Applied::Superseded {
                 changed += 1;
             }
         }
@@ -263,9 +265,37 @@ impl Replica {
     /// Starts a new generation with `store` as its data: clocks and buffers reset. `complete`
     /// says whether `store` holds all of the shard's earlier data.
     pub fn reset(&mut self, generation: u64, store: Store, complete: bool) {
+        let journal = self.journal.take().map(|_| Vec::new());
         *self = Self::new(generation);
         self.store = store;
         self.complete = complete;
+        self.journal = journal;
+    }
+
+    /// Starts recording every write that wins here (see [`Replica::take_changes`]).
+    pub fn record_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The writes that won here since the last call, in the order they were applied (empty
+    /// unless recording).
+    pub fn take_changes(&mut self) -> Vec<Write> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Applies `w` to the store, recording it if it won.
+    fn apply(&mut self, w: Write) -> Applied {
+        let Some(journal) = self.journal.as_mut() else {
+            return self.store.apply(w);
+        };
+        let applied = self.store.apply(w.clone());
+        if applied != Applied::Superseded {
+            journal.push(w);
+        }
+        applied
     }
 
     /// Metadata to return to the client that made local write `written` with `meta`: its own
@@ -452,6 +482,31 @@ mod tests {
         let mut r = Replica::new(2);
         r.absorb(peer.store.writes().collect(), &peer.clock, &scope);
         assert_eq!(r.store.live("carried").unwrap().value.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn recording_keeps_the_winning_writes_in_order_across_a_reset() {
+        let (a, b): (Arc<str>, Arc<str>) = (A.into(), B.into());
+        let mut r = Replica::new(1);
+        r.local_write(&a, "x".into(), Some("0".into()), &meta(&[]));
+        assert!(r.take_changes().is_empty(), "nothing recorded until asked");
+        r.record_changes();
+        let (w1, _) = r.local_write(&a, "x".into(), Some("1".into()), &meta(&[]));
+        let mut peer = Replica::new(1);
+        let (w2, _) = peer.local_write(&b, "y".into(), Some("2".into()), &meta(&[]));
+        let mut stale = w1.clone();
+        stale.version.clock = VectorClock::new();
+        r.offer(w2.clone(), &scope);
+        assert_eq!(r.absorb_writes(vec![stale]), 0);
+        assert_eq!(
+            r.take_changes(),
+            vec![w1, w2],
+            "superseded writes are not recorded"
+        );
+        assert!(r.take_changes().is_empty());
+        r.reset(2, Store::new(), true);
+        let (w3, _) = r.local_write(&a, "z".into(), None, &meta(&[]));
+        assert_eq!(r.take_changes(), vec![w3], "still recording after a reset");
     }
 
     #[test]

@@ -115,6 +115,14 @@ pub fn current() -> TokenKey {
     ring().read().unwrap_or_else(|p| p.into_inner()).current
 }
 
+/// Every key this process accepts, the one it signs with first (to keep across restarts).
+pub fn known() -> Vec<TokenKey> {
+    let r = ring().read().unwrap_or_else(|p| p.into_inner());
+    std::iter::once(r.current)
+        .chain(r.retired.iter().copied())
+        .collect()
+}
+
 /// Fixes the token key to one derived from the cluster key (HMAC of a label under it).
 pub fn derive_from_cluster_key(cluster_key: &[u8]) {
     let mut m =

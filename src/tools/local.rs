@@ -18,6 +18,10 @@ pub struct Args {
     /// Port of every node.
     #[arg(long, default_value_t = 8090)]
     pub port: u16,
+    /// Keep each node's data in DIR/node<i> (starting `local` again with the same DIR brings
+    /// the data back); without it, in memory.
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `causalkv local`: starts the nodes, prints what to try, and stops them all on Ctrl-C.
@@ -36,6 +40,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         shards: args.shards,
         port: args.port,
         first_host: 2,
+        data_dir: args.data_dir,
     };
     let exe = std::env::current_exe().context("cannot find own executable")?;
     let nodes = cluster.spawn(&exe)?;
@@ -56,6 +61,8 @@ pub struct LocalCluster {
     pub port: u16,
     /// First address is 127.0.0.<first_host>.
     pub first_host: u8,
+    /// Keep each node's data in `<dir>/node<i>` (`DATA_DIR`); `None` = in memory.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl LocalCluster {
@@ -71,11 +78,18 @@ impl LocalCluster {
     pub fn spawn(&self, exe: &std::path::Path) -> std::io::Result<Vec<NodeProcess>> {
         let view = self.addresses();
         view.iter()
-            .map(|addr| {
-                ServeCommand::new(exe, addr, &view)
+            .enumerate()
+            .map(|(i, addr)| {
+                let mut cmd = ServeCommand::new(exe, addr, &view)
                     .shards(self.shards)
-                    .log(Log::Inherit)
-                    .spawn()
+                    .log(Log::Inherit);
+                if let Some(d) = &self.data_dir {
+                    cmd = cmd.env(
+                        "DATA_DIR",
+                        &d.join(format!("node{i}")).display().to_string(),
+                    );
+                }
+                cmd.spawn()
             })
             .collect()
     }

@@ -15,7 +15,7 @@ static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
 /// A node: its address (where the test reaches it), how it is started, and its process.
 pub struct NodeProc {
     pub addr: String,
-    cmd: ServeCommand,
+    pub cmd: ServeCommand,
     child: Option<NodeProcess>,
 }
 

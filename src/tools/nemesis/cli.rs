@@ -41,6 +41,10 @@ pub struct Args {
     /// DIR/seed-N/.
     #[arg(long, default_value = "target/nemesis-campaign")]
     pub keep: PathBuf,
+    /// Give every node a data directory under this one and kill the whole cluster at once
+    /// now and then (a `kill-all` fault): nothing acknowledged may be lost.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// The seeds of a campaign, in order.
@@ -93,6 +97,7 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
         history: args.history.clone(),
         logs: args.logs.clone(),
         exe: std::env::current_exe().context("cannot find own executable")?,
+        data_dir: args.data_dir.clone(),
     };
     let rt = tokio::runtime::Runtime::new()?;
     // Ctrl-C drops the runs, whose guards kill every node and remove iptables rules.

@@ -124,6 +124,10 @@ async fn fault(
             }
             true
         }
+        FaultKind::KillAll => {
+            kill_all(nodes, shared, stats, hold).await;
+            true
+        }
         FaultKind::Pause => {
             let ok = nodes.pause(node).is_ok();
             tokio::time::sleep(hold).await;
@@ -153,6 +157,39 @@ async fn fault(
         &mut stats.skipped
     };
     *counter.entry(kind.name()).or_default() += 1;
+}
+
+/// SIGKILLs every running node at once, waits `hold`, restarts them all.
+async fn kill_all(nodes: &mut Nodes, shared: &Shared, stats: &mut FaultStats, hold: Duration) {
+    let running: Vec<usize> = (0..nodes.len()).filter(|i| nodes.is_running(*i)).collect();
+    let mut before = Vec::new();
+    for i in &running {
+        before.push(own_writes(nodes.addr(*i)).await);
+    }
+    let at_ns = u64::try_from(shared.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    for (i, before) in running.iter().zip(before) {
+        nodes.kill(*i);
+        stats.kills.push(KillRecord {
+            at_ns,
+            addr: nodes.addr(*i).to_string(),
+            before,
+        });
+    }
+    tokio::time::sleep(hold).await;
+    for i in &running {
+        if let Err(e) = nodes.spawn(*i) {
+            stats
+                .notes
+                .push(format!("restart of {} failed: {e}", nodes.addr(*i)));
+        }
+    }
+    for i in &running {
+        if !wait_up(&shared.http, nodes.addr(*i), UP_LIMIT).await {
+            stats
+                .notes
+                .push(format!("{} did not come back up", nodes.addr(*i)));
+        }
+    }
 }
 
 /// Sends an add-member or reshard request to a node of the original shards (retrying a few

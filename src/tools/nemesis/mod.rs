@@ -79,6 +79,9 @@ pub struct Options {
     pub logs: Option<PathBuf>,
     /// The `causalkv` executable to start nodes from.
     pub exe: PathBuf,
+    /// With data directories under this one (`seed-<N>/node<i>`, removed after a run) and
+    /// whole-cluster kills in the plan; `None` = in memory.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Runs one nemesis and returns its summary (the checker's report included).
@@ -86,9 +89,20 @@ pub async fn run(opts: &Options) -> Result<Summary, NemesisError> {
     let addrs = procs::addresses(opts.seed, opts.block, MEMBERS + 1);
     let http = http::client()?;
     let mut nodes = procs::Nodes::new(&opts.exe, opts.logs.clone(), &addrs, MEMBERS, SHARDS);
+    let data = opts
+        .data_dir
+        .as_ref()
+        .map(|d| d.join(format!("seed-{}", opts.seed)));
+    if let Some(d) = &data {
+        let _ = std::fs::remove_dir_all(d);
+        nodes = nodes.with_data_dir(d);
+    }
     start_cluster(&mut nodes, &http, &addrs).await?;
     let mut parts = net::Partitions::probe();
-    let plan = schedule::plan(opts.seed, opts.seconds);
+    let plan = match data {
+        Some(_) => schedule::plan_durable(opts.seed, opts.seconds),
+        None => schedule::plan(opts.seed, opts.seconds),
+    };
     tracing::info!(
         "nemesis seed {}: plan {}",
         opts.seed,
@@ -127,6 +141,9 @@ pub async fn run(opts: &Options) -> Result<Summary, NemesisError> {
     driver::heal_all(&mut nodes, &mut parts, &http).await;
     let (finals, converged) = finals::converge(&http, &addrs, CONVERGE_LIMIT).await;
     drop(nodes);
+    if let Some(d) = &data {
+        let _ = std::fs::remove_dir_all(d);
+    }
 
     ops.sort_by_key(|o| o.invoke_ns);
     let mut text = Vec::new();

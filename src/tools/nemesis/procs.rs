@@ -71,6 +71,15 @@ impl Nodes {
         Nodes { slots }
     }
 
+    /// Gives node `i` the data directory `dir/node<i>` (kept across its restarts).
+    pub fn with_data_dir(mut self, dir: &Path) -> Nodes {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let d = dir.join(format!("node{i}"));
+            slot.cmd.set("DATA_DIR", &d.display().to_string());
+        }
+        self
+    }
+
     /// Address of node `i`.
     pub fn addr(&self, i: usize) -> &str {
         &self.slots[i].addr

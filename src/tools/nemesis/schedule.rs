@@ -27,6 +27,9 @@ pub enum FaultKind {
     Pause,
     /// Drop every packet to and from the node's loopback address (iptables).
     Partition,
+    /// SIGKILL every node at once, then restart them all (only with data directories: in
+    /// memory a whole-cluster crash loses everything by design).
+    KillAll,
 }
 
 impl FaultKind {
@@ -36,6 +39,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::KillAll => "kill-all",
         }
     }
 }
@@ -139,6 +143,22 @@ pub fn plan(seed: u64, seconds: u64) -> Vec<Planned> {
     out
 }
 
+/// The plan of a run with data directories: [`plan`] with every second kill made a kill of the
+/// whole cluster (so the same seed injects the same other faults at the same times).
+pub fn plan_durable(seed: u64, seconds: u64) -> Vec<Planned> {
+    let mut out = plan(seed, seconds);
+    let kills = out.iter_mut().filter_map(|p| match &mut p.step {
+        Step::Fault { kind, .. } if *kind == FaultKind::Kill => Some(kind),
+        _ => None,
+    });
+    for (i, kind) in kills.enumerate() {
+        if i % 2 == 1 {
+            *kind = FaultKind::KillAll;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +170,26 @@ mod tests {
             let p: Vec<String> = plan(seed, secs).iter().map(|s| s.to_string()).collect();
             println!("seed {seed} ({secs} s): {}", p.join("; "));
         }
+    }
+
+    #[test]
+    fn a_durable_plan_kills_the_whole_cluster_every_second_kill() {
+        let (base, durable) = (plan(11, 60), plan_durable(11, 60));
+        assert_eq!(base.len(), durable.len());
+        let kind = |p: &Planned| match p.step {
+            Step::Fault { kind, .. } => Some(kind),
+            _ => None,
+        };
+        let kills = base
+            .iter()
+            .filter(|p| kind(p) == Some(FaultKind::Kill))
+            .count();
+        let all = durable
+            .iter()
+            .filter(|p| kind(p) == Some(FaultKind::KillAll))
+            .count();
+        assert_eq!(all, kills / 2);
+        assert!(all >= 1, "{durable:?}");
     }
 
     #[test]

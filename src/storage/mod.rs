@@ -1,0 +1,174 @@
+//! Durability: what a node must not forget across a crash (every applied write, tombstones
+//! included; the replica's generation, clock and completeness, which hold its own write
+//! counter; the shard map; a reshard's staged keys; the node's incarnation), kept by an
+//! embedded storage engine behind the small [`Storage`] trait.
+//!
+//! `cluster` hands changes over in the order it made them (under its lock) and gets a
+//! [`Ticket`] to wait on before acknowledging; the engine commits everything queued at once
+//! (group commit: concurrent writes share one fsync). The packed in-memory store stays the read
+//! path; the engine is only read at start-up ([`Storage::recover`]). Nothing here knows about
+//! the network or the node's lock. `engine` is the fjall implementation (`DATA_DIR`), `memory`
+//! an in-memory one for tests; without a data directory a node keeps no storage at all.
+
+pub mod codec;
+pub mod engine;
+pub mod memory;
+pub mod settings;
+
+use tokio::sync::oneshot;
+
+use crate::domain::clock::VectorClock;
+use crate::domain::shard::ShardMap;
+use crate::domain::store::Write;
+use crate::domain::token_key::TokenKey;
+
+pub use settings::{Fsync, Settings};
+
+/// The replica's counters: its data generation, the clock of writes it delivered (this node's
+/// own entry is its write counter) and whether it holds its shard's earlier data.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReplicaMeta {
+    /// Shard-map generation of the data.
+    pub generation: u64,
+    /// Writes delivered per origin.
+    pub clock: VectorClock,
+    /// See `Replica::complete`.
+    pub complete: bool,
+}
+
+/// One change to what is kept. A list of changes handed over together is stored atomically.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Writes that won at the replica (each replaces the key's stored write), and the replica's
+    /// counters after them.
+    Applied(Vec<Write>, ReplicaMeta),
+    /// The replica started a new generation with exactly these writes as its data (a reshard
+    /// committed here, or the node missed one and starts empty).
+    Replaced(Vec<Write>, ReplicaMeta),
+    /// The shard map in force.
+    Map(ShardMap),
+    /// Keys received for the reshard to `map` (the first call opens the staging area).
+    Staged(ShardMap, Vec<Write>),
+    /// The staging area is gone (committed or aborted).
+    Unstaged,
+    /// The node's incarnation (start time, kept so a restart always counts up).
+    Incarnation(u64),
+    /// The metadata-token keys accepted (the signing key first): without a cluster key they
+    /// are random per cluster, and tokens issued before a whole-cluster crash must stay valid.
+    TokenKeys(Vec<TokenKey>),
+}
+
+/// Everything kept, as read at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The replica's counters; `None` when nothing was ever kept (a new data directory).
+    pub replica: Option<ReplicaMeta>,
+    /// The replica's data.
+    pub writes: Vec<Write>,
+    /// The shard map last in force.
+    pub map: Option<ShardMap>,
+    /// A reshard that was prepared here and neither committed nor aborted: its map and keys.
+    pub staged: Option<(ShardMap, Vec<Write>)>,
+    /// The incarnation of the previous run (0 if none).
+    pub incarnation: u64,
+    /// The metadata-token keys of the previous run.
+    pub token_keys: Vec<TokenKey>,
+}
+
+/// Why storing or recovering failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StorageError {
+    /// The data directory cannot be opened or read: damaged, truncated or not ours.
+    #[error(
+        "data directory {path} is damaged or unreadable: {reason} (start with \
+         --recover-from-peers / CKV_RECOVER_FROM_PEERS=1 to set it aside and copy the shard \
+         from its peers)"
+    )]
+    Corrupt {
+        /// The data directory.
+        path: String,
+        /// What the engine or decoder reported.
+        reason: String,
+    },
+    /// Writing failed (e.g. the disk is full): the change is not stored.
+    #[error("storage write failed: {0}")]
+    Write(String),
+    /// The writer is gone (shutting down).
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// A wait for a change to be stored (per the fsync policy). Dropping it does not cancel it.
+#[derive(Debug)]
+pub struct Ticket(Option<oneshot::Receiver<Result<(), StorageError>>>);
+
+impl Ticket {
+    /// A ticket that is already done (nothing to store, or stored synchronously).
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    /// A ticket and the sender that completes it.
+    pub fn pair() -> (Self, oneshot::Sender<Result<(), StorageError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(Some(rx)), tx)
+    }
+
+    /// Waits until the change is stored.
+    pub async fn wait(self) -> Result<(), StorageError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+        }
+    }
+}
+
+/// What a node keeps on disk. Implementations store the changes of one `submit` atomically and
+/// in submission order; `cluster` submits under its lock so that order is the order it made them.
+pub trait Storage: Send + Sync {
+    /// Queues `changes` (stored together, after everything submitted before).
+    fn submit(&self, changes: Vec<Change>) -> Ticket;
+    /// Reads everything kept (at start-up, before any submit).
+    fn recover(&self) -> Result<Recovered, StorageError>;
+    /// `Err` while writes fail (e.g. a full disk): new client writes are refused up front.
+    fn writable(&self) -> Result<(), StorageError>;
+    /// The fsync policy (for status and logs).
+    fn fsync(&self) -> Fsync;
+}
+
+/// File in a data directory found to have lost acknowledged writes: its text is the reason.
+pub const DAMAGED_MARK: &str = "DAMAGED";
+
+/// Marks `dir` damaged (see [`DAMAGED_MARK`]); best effort.
+pub fn mark_damaged(dir: &std::path::Path, reason: &str) {
+    if let Err(e) = std::fs::write(dir.join(DAMAGED_MARK), reason) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot mark the data directory damaged");
+    }
+}
+
+/// Opens the storage `settings` ask for: `None` without a data directory (in memory, as before).
+/// A damaged directory is an error naming it, unless `recover_from_peers` is set: then it is
+/// renamed aside (`DIR.damaged-<ms>`) and the node starts empty and copies its shard.
+pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, StorageError> {
+    let Some(dir) = &settings.data_dir else {
+        return Ok(None);
+    };
+    let open =
+        || engine::FjallStorage::open_with_reserve(dir, settings.fsync, settings.min_free_bytes);
+    match open() {
+        Ok(s) => Ok(Some(std::sync::Arc::new(s))),
+        Err(e @ StorageError::Corrupt { .. }) if settings.recover_from_peers => {
+            let aside = format!("{}.damaged-{}", dir.display(), crate::cluster::now_ms());
+            tracing::warn!(error = %e, %aside, "setting the damaged data directory aside; the shard is copied from its peers");
+            std::fs::rename(dir, &aside).map_err(|io| StorageError::Corrupt {
+                path: dir.display().to_string(),
+                reason: format!("cannot move it to {aside}: {io}"),
+            })?;
+            Ok(Some(std::sync::Arc::new(open()?)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
