@@ -69,15 +69,16 @@ def _data_tree(env: Env, node: Node) -> list[tarfile.TarInfo]:
 
 def durable_steps(env: Env) -> tuple[Cluster, list[Step]]:
     """3 nodes without SHARD_COUNT, each on its own volume: whole-cluster kill, all data back."""
-    return _steps(env, ["alice", "bob", "carol"], None)
+    return _steps(env, ["alice", "bob", "carol"], None, "durable")
 
 
 def durable_sharded_steps(env: Env) -> tuple[Cluster, list[Step]]:
     """4 nodes with SHARD_COUNT=2, each on its own volume: whole-cluster kill, all data back."""
-    return _steps(env, ["alice", "bob", "carol", "dave"], 2)
+    return _steps(env, ["alice", "bob", "carol", "dave"], 2, "durable-sharded")
 
 
-def _steps(env: Env, names: list[str], shard_count: int | None) -> tuple[Cluster, list[Step]]:
+def _steps(env: Env, names: list[str], shard_count: int | None,
+           tag: str) -> tuple[Cluster, list[Step]]:
     c = VolumeCluster(env, names, shard_count)
     n_shards = shard_count or 1
     model: dict[str, Any] = {}  # key -> value, None once deleted
@@ -137,6 +138,7 @@ def _steps(env: Env, names: list[str], shard_count: int | None) -> tuple[Cluster
             expect(not alien, f"{n.name}: /data entries not owned by {NOBODY}: {alien[:5]}")
 
     def restart_all() -> None:
+        env.save_logs(f"{tag}-killed")
         env.remove(*c.nodes)  # new containers: the data can only come from the volumes
         c.start_all()
         st["t_restart"] = time.monotonic()
