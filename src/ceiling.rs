@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::body;
 use crate::api::kv_input::{InputError, Method, parse};
-use crate::cluster::kv::KvOp;
+use crate::cluster::op::KvOp;
 
 /// Values are capped as in causalkv's default configuration.
 const MAX_VALUE_BYTES: usize = 1 << 20;

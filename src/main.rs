@@ -87,13 +87,20 @@ fn init_logging() {
         .init();
 }
 
+/// How long background work may run after the server stopped before the process exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => {
             let cfg = Config::from_vars(|k| std::env::var(k).ok())?;
-            tokio::runtime::Runtime::new()?.block_on(causalkv::server::run(cfg))?;
+            let rt = tokio::runtime::Runtime::new()?;
+            let served = rt.block_on(causalkv::server::run(cfg));
+            // Background tasks (lazy peer connections, DNS) must not hold the exit.
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
+            served?;
         }
         Cmd::Local {
             nodes,

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use causalkv::cluster::Node;
-use causalkv::cluster::kv::OpReply;
+use causalkv::cluster::op::{ForwardOp, OpReply};
 use causalkv::cluster::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
-    SnapshotPart, SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
+    SnapshotStream,
 };
 use causalkv::config::Config;
 use causalkv::domain::clock::VectorClock;

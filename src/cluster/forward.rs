@@ -8,8 +8,7 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::Node;
-use super::kv::{KvOp, OpReply, Outcome};
-use super::peers::ForwardOp;
+use super::op::{ForwardOp, KvOp, OpReply, Outcome};
 use crate::domain::metadata::CausalMetadata;
 use crate::domain::shard::ShardId;
 
@@ -35,12 +34,8 @@ impl Node {
             let fwd = ForwardOp {
                 op: op.clone(),
                 key: key.to_string(),
-                metadata: if meta.is_empty() {
-                    String::new()
-                } else {
-                    meta.encode()
-                },
-                wait_ms: wait.as_millis() as u64,
+                metadata: meta.clone(),
+                wait,
             };
             match self.peers.forward(&target, fwd).await {
                 Ok(r) if maybe_applied && !r.outcome.is_success() => {

@@ -6,10 +6,12 @@
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
 pub mod batch;
+pub mod error;
 pub mod forward;
 pub mod guard;
 pub mod kv;
 pub mod membership;
+pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
@@ -25,9 +27,10 @@ pub mod sync;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::domain::clock::VectorClock;
@@ -38,22 +41,26 @@ use crate::domain::store::Store;
 use peers::Peers;
 use replication::Outbound;
 
-/// Keys staged for a reshard that is in progress on this node.
+pub use error::Error;
+
+/// A map change prepared on this node (see `reshard`): a reshard, with the keys staged for it,
+/// or an add-member (no keys; client writes go on).
 #[derive(Debug)]
-pub struct Staging {
+struct Staging {
     /// The map being installed.
     pub map: ShardMap,
     /// Keys received for this node's new shard.
     pub store: Store,
     /// When the reshard was prepared (for the abort timeout).
-    pub since: std::time::Instant,
+    pub since: Instant,
     /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
     pub bytes: usize,
 }
 
-/// Mutable node state, behind one short-held mutex.
+/// Mutable node state, behind one short-held mutex. Private to `cluster/`: other layers read
+/// [`Node::status`] and call methods.
 #[derive(Debug)]
-pub struct State {
+struct State {
     /// This node's replica of its shard.
     pub replica: Replica,
     /// The shard map in force.
@@ -80,7 +87,15 @@ impl State {
     pub fn contact(&mut self, peer: &str, incarnation: u64) -> crate::domain::liveness::Transition {
         let now = Instant::now();
         self.last_contact.insert(peer.to_string(), now);
-        self.liveness.contact(peer, incarnation, now)
+        self.liveness.contact(peer, incarnation, now.into_std())
+    }
+
+    /// True while a reshard (a change of data generation) is prepared here: client writes wait.
+    /// A prepared add-member holds nothing.
+    pub fn resharding(&self) -> bool {
+        self.staging
+            .as_ref()
+            .is_some_and(|s| s.map.generation != self.map.generation)
     }
 
     /// This node's shard, `None` for a spare.
@@ -230,7 +245,7 @@ impl Node {
     }
 
     /// Locks the state. Never hold the guard across an `.await`.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -7,10 +7,9 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 
-use super::kv::OpReply;
+use super::op::{ForwardOp, OpReply};
 use super::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
-    SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};

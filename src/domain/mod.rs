@@ -10,4 +10,5 @@ pub mod replica;
 pub mod shard;
 pub mod store;
 pub mod token_key;
+pub mod varint;
 pub mod write_id;
