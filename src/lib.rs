@@ -20,4 +20,5 @@ pub mod ops;
 pub mod progress;
 pub mod rpc;
 pub mod server;
+pub mod sim;
 pub mod status_cli;

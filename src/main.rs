@@ -1,7 +1,8 @@
 //! The `causalkv` binary: `serve` (the default) runs a node from environment variables;
 //! `local` runs a loopback cluster of child processes; `check` checks a recorded history;
 //! `bench` generates load and measures it; `ceiling` runs the benchmark's ceiling server;
-//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `status` prints
+//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `sim` runs seeded
+//! random schedules over a simulated network; `status` prints
 //! what every node of a cluster reports about itself.
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ enum Cmd {
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare), one seed or a campaign;
     /// exit 1 unless every run is clean.
     Nemesis(causalkv::nemesis::cli::Args),
+    /// Deterministic simulation: seeded random schedules of client sessions and faults over
+    /// in-process nodes under simulated time, each history checked; exit 1 if a seed fails.
+    Sim(causalkv::sim::cli::Args),
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
@@ -159,6 +163,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ceiling { listen } => {
             tokio::runtime::Runtime::new()?.block_on(causalkv::ceiling::serve(listen))?;
+        }
+        Cmd::Sim(args) => {
+            let code = causalkv::sim::cli::main(args).map_err(anyhow::Error::msg)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
         }
         Cmd::Nemesis(args) => {
             let code = causalkv::nemesis::cli::main(args)?;

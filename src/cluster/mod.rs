@@ -211,8 +211,14 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// A node that has not joined yet (see [`membership::start`]).
+    /// A node that has not joined yet (see [`Node::start`]); its incarnation is the wall clock.
     pub fn new(cfg: Config, peers: Arc<dyn Peers>) -> Self {
+        Self::with_incarnation(cfg, peers, now_ms())
+    }
+
+    /// A node with a given incarnation (a simulation numbers its processes itself; a restart
+    /// must have a higher one than the process before it).
+    pub fn with_incarnation(cfg: Config, peers: Arc<dyn Peers>, incarnation: u64) -> Self {
         let me: Arc<str> = cfg.socket_address.as_str().into();
         let map = match cfg.shard_count {
             Some(n) => ShardMap::initial(&cfg.view, n),
@@ -230,7 +236,7 @@ impl Node {
         };
         Node(Arc::new(Inner {
             me,
-            incarnation: now_ms(),
+            incarnation,
             cfg,
             state: Mutex::new(state),
             peers,

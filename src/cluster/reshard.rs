@@ -7,7 +7,7 @@
 //!
 //! Any failure before commit aborts everywhere: the old map and data stay in force.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -188,7 +188,8 @@ impl Node {
         let owners: HashMap<ShardId, Vec<String>> =
             map.ids().into_iter().map(|s| (s, map.members(s))).collect();
         let generation = self.state().replica.generation;
-        let mut batchers: HashMap<String, Batcher> = HashMap::new();
+        // ordered, so the sends go out in the same order every run (simulations replay exactly)
+        let mut batchers: BTreeMap<String, Batcher> = BTreeMap::new();
         let mut sent = 0u64;
         for i in 0..SLICES {
             let mut local = Vec::new();
