@@ -15,8 +15,6 @@ pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
-#[cfg(test)]
-pub mod scripted;
 pub mod shards;
 pub mod snapshot;
 pub mod startup;

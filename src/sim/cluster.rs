@@ -27,6 +27,10 @@ pub const RPC_TIMEOUT: Duration = Duration::from_millis(1000);
 pub const GRACE: Duration = Duration::from_millis(1500);
 /// Bound on one client request; past it the outcome is unknown (as the nemesis clients).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The cluster key every simulated node derives its token key from.
+const SIM_CLUSTER_KEY: &[u8] = b"causalkv simulated cluster key";
+/// The key of every table of a simulation (see `domain::table_hash`).
+const SIM_TABLE_KEY: u64 = 0x5eed;
 /// Incarnations count simulated milliseconds from here (any fixed value above zero).
 const INCARNATION_BASE: u64 = 1_000_000;
 
@@ -73,6 +77,9 @@ pub struct SimCluster {
     /// Node addresses, in start-up `VIEW` order.
     pub addrs: Vec<String>,
     shard_count: Option<u32>,
+    /// Nodes `0..founders` start with a `VIEW` of just themselves; later ones (spares) with
+    /// every address.
+    founders: usize,
     t0: tokio::time::Instant,
 }
 
@@ -80,17 +87,43 @@ impl SimCluster {
     /// `n` nodes (`10.0.0.1:8090`, ...) with `SHARD_COUNT=shards` (`None`: replication-only),
     /// not started yet; the network's PRNG is seeded with `seed`.
     pub fn new(n: usize, shards: Option<u32>, seed: u64, faults: LinkFaults) -> Self {
+        // Metadata tokens carry a MAC under the process's token key: one fixed key makes the
+        // tokens, and with them a history, the same in every run (and lets several simulated
+        // clusters share a process).
+        crate::domain::token_key::derive_from_cluster_key(SIM_CLUSTER_KEY);
+        // Table order decides the order of writes in snapshots and deliveries: fixed too.
+        crate::domain::table_hash::fix_key(SIM_TABLE_KEY);
         Self {
             net: Net::new(seed, RPC_TIMEOUT, faults),
             addrs: (1..=n).map(|i| format!("10.0.0.{i}:8090")).collect(),
             shard_count: shards,
+            founders: n,
             t0: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Like [`SimCluster::new`], but only nodes `0..founders` form the cluster at first; the
+    /// others, once started (`start(i)`), announce themselves and join the view as spares.
+    pub fn with_spares(
+        n: usize,
+        founders: usize,
+        shards: Option<u32>,
+        seed: u64,
+        faults: LinkFaults,
+    ) -> Self {
+        Self {
+            founders: founders.min(n),
+            ..Self::new(n, shards, seed, faults)
         }
     }
 
     /// The configuration of node `i`, as the environment would give it.
     pub fn config(&self, i: usize) -> Config {
-        let view = self.addrs.join(",");
+        let view = if i < self.founders {
+            self.addrs[..self.founders].join(",")
+        } else {
+            self.addrs.join(",")
+        };
         let vars = [
             ("SOCKET_ADDRESS", self.addrs[i].clone()),
             ("VIEW", view),
@@ -122,9 +155,9 @@ impl SimCluster {
         node
     }
 
-    /// Starts every node and waits (bounded) until all are ready; false on timeout.
+    /// Starts every founding node and waits (bounded) until all are ready; false on timeout.
     pub async fn start_all(&self) -> bool {
-        let nodes: Vec<Node> = (0..self.addrs.len()).map(|i| self.start(i)).collect();
+        let nodes: Vec<Node> = (0..self.founders).map(|i| self.start(i)).collect();
         for n in nodes {
             if !n.wait_ready(Duration::from_secs(30)).await {
                 return false;

@@ -10,4 +10,5 @@ pub mod cli;
 pub mod cluster;
 pub mod net;
 pub mod peers;
+pub mod scripted;
 pub mod vopr;

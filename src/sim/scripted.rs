@@ -1,0 +1,140 @@
+//! A `Peers` whose answers a test scripts, for one node's behaviour in front of peers that answer
+//! in a given way (forwarding after a timeout, batches refused above a size, a snapshot that
+//! never answers). Every call not scripted fails as a refused connection. The simulated network
+//! ([`super::net`]) is for whole clusters; this is for one node and a precise answer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+
+use crate::cluster::op::{ForwardOp, OpReply};
+use crate::cluster::peers::{
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
+    SnapshotStream,
+};
+use crate::domain::clock::VectorClock;
+use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::store::Write;
+
+/// Scripted peers: forward answers per target in call order; replication batches refused above
+/// `max_batch` writes (as a decode limit would; `None`: every batch passes); snapshots that
+/// answer with nothing, the first one stalling forever when `stall_first_snapshot`.
+#[derive(Default)]
+pub struct ScriptedPeers {
+    /// Scripted forward answers per target (see [`ScriptedPeers::on_forward`]).
+    pub forwards: Mutex<HashMap<String, VecDeque<PeerResult<OpReply>>>>,
+    /// Targets of the forward calls made, in order.
+    pub forwarded_to: Mutex<Vec<String>>,
+    /// Replication batches above this many writes are refused.
+    pub max_batch: Option<usize>,
+    /// The first snapshot never answers (a stalled peer).
+    pub stall_first_snapshot: bool,
+    /// Snapshot calls made.
+    pub snapshots: AtomicUsize,
+    /// Keys of the replicated writes accepted, in order.
+    pub accepted: Mutex<Vec<String>>,
+    /// Sizes of the replication batches sent, in order.
+    pub attempts: Mutex<Vec<usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn refused<T: Send + 'static>() -> BoxFuture<'static, PeerResult<T>> {
+    Box::pin(async { Err(PeerError::NotSent("scripted: no such peer".into())) })
+}
+
+impl ScriptedPeers {
+    /// The next `forward` to `to` answers `answer`.
+    pub fn on_forward(&self, to: &str, answer: PeerResult<OpReply>) {
+        lock(&self.forwards)
+            .entry(to.to_string())
+            .or_default()
+            .push_back(answer);
+    }
+}
+
+impl Peers for ScriptedPeers {
+    fn replicate(&self, _: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+        Box::pin(async move {
+            lock(&self.attempts).push(writes.len());
+            if self.max_batch.is_some_and(|max| writes.len() > max) {
+                return Err(PeerError::Refused("OutOfRange: message too large".into()));
+            }
+            lock(&self.accepted).extend(writes.into_iter().map(|w| w.key));
+            Ok(())
+        })
+    }
+    fn heartbeat(&self, _: &str, _: u64, _: u64) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
+        refused()
+    }
+    fn announce(&self, _: &str, _: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>> {
+        refused()
+    }
+    fn view_change(
+        &self,
+        _: &str,
+        _: ChangeKind,
+        _: &str,
+        _: u64,
+    ) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+    fn install_map(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+    fn snapshot(
+        &self,
+        _: &str,
+        generation: u64,
+        _: Option<&VectorClock>,
+    ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
+        let first = self.snapshots.fetch_add(1, Ordering::SeqCst) == 0;
+        let stall = first && self.stall_first_snapshot;
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            let end = SnapshotPart::End {
+                generation,
+                clock: VectorClock::new(),
+            };
+            Ok(futures::stream::iter([Ok(end)]).boxed())
+        })
+    }
+    fn forward(&self, to: &str, _: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
+        lock(&self.forwarded_to).push(to.to_string());
+        let answer = lock(&self.forwards)
+            .get_mut(to)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| Err(PeerError::NotSent("scripted: no answer".into())));
+        Box::pin(async move { answer })
+    }
+    fn key_count(&self, _: &str, _: ShardId) -> BoxFuture<'_, PeerResult<u64>> {
+        refused()
+    }
+    fn prepare_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+    fn send_reshard_data(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+        refused()
+    }
+    fn receive_reshard_data(
+        &self,
+        _: &str,
+        _: u64,
+        _: Vec<Write>,
+    ) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+    fn commit_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+    fn abort_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
+        refused()
+    }
+}
