@@ -16,8 +16,9 @@ fn key() -> [u64; 2] {
             let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
+            let here = &t as *const u64 as u64;
             b[..8].copy_from_slice(&t.to_le_bytes());
-            b[8..].copy_from_slice(&(&b as *const _ as u64).to_le_bytes());
+            b[8..].copy_from_slice(&here.to_le_bytes());
         }
         let (a, c) = b.split_at(8);
         [

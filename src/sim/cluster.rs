@@ -80,7 +80,8 @@ pub struct SimCluster {
     /// Nodes `0..founders` start with a `VIEW` of just themselves; later ones (spares) with
     /// every address.
     founders: usize,
-    t0: tokio::time::Instant,
+    /// Time origin, on tokio's millisecond grid (see [`SimCluster::start_all`]).
+    t0: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl SimCluster {
@@ -98,7 +99,7 @@ impl SimCluster {
             addrs: (1..=n).map(|i| format!("10.0.0.{i}:8090")).collect(),
             shard_count: shards,
             founders: n,
-            t0: tokio::time::Instant::now(),
+            t0: std::sync::OnceLock::new(),
         }
     }
 
@@ -145,7 +146,7 @@ impl SimCluster {
     /// in the background.
     pub fn start(&self, i: usize) -> Node {
         let addr = &self.addrs[i];
-        let incarnation = INCARNATION_BASE + self.t0.elapsed().as_millis() as u64;
+        let incarnation = INCARNATION_BASE + self.ns() / 1_000_000;
         let life = self.net.next_life(addr);
         let peers = Arc::new(SimPeers::new(self.net.clone(), addr, life));
         let node = Node::with_incarnation(self.config(i), peers, incarnation);
@@ -157,6 +158,12 @@ impl SimCluster {
 
     /// Starts every founding node and waits (bounded) until all are ready; false on timeout.
     pub async fn start_all(&self) -> bool {
+        // Tokio's timers tick in whole milliseconds from the moment the runtime was built, and a
+        // paused clock starts a fraction of a millisecond off that grid (a fraction that differs
+        // per run): which sub-millisecond delays share a tick would differ too. The first sleep
+        // lands on the grid; from there every run sees the same ticks.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        self.t0.get_or_init(tokio::time::Instant::now);
         let nodes: Vec<Node> = (0..self.founders).map(|i| self.start(i)).collect();
         for n in nodes {
             if !n.wait_ready(Duration::from_secs(30)).await {
@@ -197,7 +204,10 @@ impl SimCluster {
 
     /// Simulated nanoseconds since the cluster was made (history timestamps).
     pub fn ns(&self) -> u64 {
-        self.t0.elapsed().as_nanos() as u64
+        self.t0
+            .get_or_init(tokio::time::Instant::now)
+            .elapsed()
+            .as_nanos() as u64
     }
 
     /// Sends one REST request to node `i` as a client would (JSON body, `REQUEST_TIMEOUT`).

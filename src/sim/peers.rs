@@ -147,7 +147,13 @@ impl Peers for SimPeers {
         let net = self.net.clone();
         let (from, to_addr) = (self.me.clone(), to.to_string());
         self.run(to, self.net.rpc_timeout, move |n| async move {
-            let life_ok = move || !net.is_cut(&to_addr, &from) && net.node(&to_addr).is_some();
+            let sender = n.clone();
+            let life_ok = move || {
+                !net.is_cut(&to_addr, &from)
+                    && net
+                        .node(&to_addr)
+                        .is_some_and(|x| Arc::ptr_eq(&x.0, &sender.0))
+            };
             // Each chunk crosses the link: a cut or a dead sender ends the stream with an error.
             let parts = n
                 .snapshot_stream(generation, known)
