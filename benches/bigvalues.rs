@@ -8,8 +8,8 @@
 //! is resharded 1→2 (time of the PUT /shard/reshard request). MB/s is the bytes of values in the
 //! store per second. Run: `cargo bench --bench bigvalues`.
 
+use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use causalkv::domain::clock::VectorClock;
 use causalkv::domain::store::{Version, Write};
 use causalkv::rpc::convert::write_to_pb;
 use causalkv::rpc::pb;
+use causalkv::tools::node_process::{NodeProcess, ServeCommand};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use tonic::{Request, Response, Status, Streaming};
@@ -30,27 +31,11 @@ const LOADERS: usize = 8;
 /// Bound on every wait of the benchmark.
 const WAIT: Duration = Duration::from_secs(180);
 
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(addr: &str, view: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_causalkv"))
-        .arg("serve")
-        .env("SOCKET_ADDRESS", addr)
-        .env("VIEW", view)
-        .env("SHARD_COUNT", "1")
+/// A node of one shard; dropping it kills it.
+fn spawn(addr: &str, view: &[String]) -> NodeProcess {
+    ServeCommand::new(Path::new(env!("CARGO_BIN_EXE_causalkv")), addr, view)
+        .shards(Some(1))
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn")
 }
@@ -82,8 +67,7 @@ async fn run(len: usize, keys: usize, block: u8) -> (Duration, Duration) {
     let addrs: Vec<String> = (2..=5)
         .map(|h| format!("127.78.{block}.{h}:8090"))
         .collect();
-    let view = addrs.join(",");
-    let mut nodes = Nodes(addrs.iter().map(|a| spawn(a, &view)).collect());
+    let mut nodes: Vec<NodeProcess> = addrs.iter().map(|a| spawn(a, &addrs)).collect();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()
@@ -111,10 +95,9 @@ async fn run(len: usize, keys: usize, block: u8) -> (Duration, Duration) {
     for a in &addrs {
         wait_count(&http, a, keys).await;
     }
-    let _ = nodes.0[3].kill();
-    let _ = nodes.0[3].wait();
+    drop(nodes.remove(3));
     let t = Instant::now();
-    nodes.0[3] = spawn(&addrs[3], &view);
+    nodes.push(spawn(&addrs[3], &addrs));
     wait_count(&http, &addrs[3], keys).await;
     let restart = t.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;

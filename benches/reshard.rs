@@ -4,37 +4,20 @@
 //! smallest K, so scaling is visible. Run: `cargo bench --bench reshard` (optionally
 //! `-- 100000` to choose sizes).
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use causalkv::tools::node_process::{NodeProcess, ServeCommand};
 use serde_json::{Value, json};
 
 /// Concurrent loaders (enough to keep 2 cores busy without overwhelming them).
 const LOADERS: usize = 32;
 
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(addr: &str, view: &str, shards: Option<u32>) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_causalkv"));
-    cmd.arg("serve")
-        .env("SOCKET_ADDRESS", addr)
-        .env("VIEW", view)
-        .env("RUST_LOG", "warn");
-    if let Some(s) = shards {
-        cmd.env("SHARD_COUNT", s.to_string());
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+/// A node; dropping it kills it.
+fn spawn(addr: &str, view: &[String], shards: Option<u32>) -> NodeProcess {
+    ServeCommand::new(Path::new(env!("CARGO_BIN_EXE_causalkv")), addr, view)
+        .shards(shards)
+        .env("RUST_LOG", "warn")
         .spawn()
         .expect("spawn")
 }
@@ -67,14 +50,11 @@ async fn run(keys: usize, block: u8) -> Vec<Duration> {
     let addrs: Vec<String> = (2..=8)
         .map(|h| format!("127.77.{block}.{h}:8090"))
         .collect();
-    let view6 = addrs[..6].join(",");
-    let mut nodes = Nodes(
-        addrs[..6]
-            .iter()
-            .map(|a| spawn(a, &view6, Some(2)))
-            .collect(),
-    );
-    nodes.0.push(spawn(&addrs[6], &addrs.join(","), None));
+    let mut nodes: Vec<NodeProcess> = addrs[..6]
+        .iter()
+        .map(|a| spawn(a, &addrs[..6], Some(2)))
+        .collect();
+    nodes.push(spawn(&addrs[6], &addrs, None));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

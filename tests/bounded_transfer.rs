@@ -1,4 +1,4 @@
-//! Bounded transfer at the level of the cluster layer (issue 19), over the scripted `Peers` of `sim::scripted`: a
+//! Bounded transfer at the level of the cluster layer (issue 19), over the scripted `Peers` of `cluster::scripted`: a
 //! cancelled `SendReshardData` frees the one-pull-at-a-time guard, and replication batches a peer
 //! refuses are split until they pass, or dropped to anti-entropy when they never do.
 
@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use causalkv::cluster::Node;
+use causalkv::cluster::scripted::ScriptedPeers;
 use causalkv::config::Config;
 use causalkv::domain::clock::VectorClock;
 use causalkv::domain::shard::ShardMap;
 use causalkv::domain::store::{Version, Write};
-use causalkv::sim::scripted::ScriptedPeers;
 use common::eventually;
 
 const ME: &str = "127.250.0.2:8090";

@@ -7,18 +7,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use causalkv::check::{AnomalyKind, check_history};
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
-}
+use causalkv::tools::check::{AnomalyKind, check_history};
+use causalkv::tools::rng::Rng;
 
 type Stamp = (u64, usize);
 
@@ -69,7 +59,7 @@ impl Sim {
             .collect();
         let logs = (0..n).map(|_| Vec::new()).collect();
         Sim {
-            rng: Rng(seed),
+            rng: Rng::new(seed, 0),
             replicas,
             logs,
             out: String::new(),

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use causalkv::check::{AnomalyKind, CheckError, check_file};
+use causalkv::tools::check::{AnomalyKind, CheckError, check_file};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/histories");

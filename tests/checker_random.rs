@@ -5,22 +5,8 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use causalkv::check::check_history;
-
-/// xorshift64* pseudo-random generator (deterministic, no dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use causalkv::tools::check::check_history;
+use causalkv::tools::rng::Rng;
 
 fn json(value: &Option<String>) -> String {
     value
@@ -30,7 +16,7 @@ fn json(value: &Option<String>) -> String {
 
 /// Builds `n_ops` operations over `sessions` sessions and `keys` keys.
 fn random_history(seed: u64, n_ops: usize, sessions: u64, keys: usize) -> String {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed, 0);
     let mut store: Vec<Option<String>> = vec![None; keys];
     let mut counters = vec![0u64; sessions as usize];
     let mut out = String::new();
@@ -130,7 +116,7 @@ fn corrupting_a_read_is_detected() {
     corrupted[target] = corrupted[target].replace(r#""value":"c"#, r#""value":"zz"#);
     let report = check_history(corrupted.join("\n").as_bytes()).expect("parses");
     assert!(
-        report.count(causalkv::check::AnomalyKind::ThinAirRead) == 1,
+        report.count(causalkv::tools::check::AnomalyKind::ThinAirRead) == 1,
         "{report}"
     );
 }

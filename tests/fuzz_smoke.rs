@@ -1,13 +1,13 @@
-//! A stable smoke of the fuzz targets' checks (`causalkv::fuzzing`) for CI: seeded random
+//! A stable smoke of the fuzz targets' checks (`causalkv::tools::fuzzing`) for CI: seeded random
 //! bytes, and valid encodings mutated byte by byte, 20,000 inputs per target. No coverage
 //! guidance: the coverage-guided runs (≥ 1M inputs per target) are `cargo +nightly fuzz`,
 //! docs/fuzzing.md. A failing input is printed so it can become a unit test.
 
 use causalkv::domain::clock::VectorClock;
 use causalkv::domain::store::{Version, Write};
-use causalkv::fuzzing;
-use causalkv::nemesis::rng::Rng;
 use causalkv::rpc::{convert, pb};
+use causalkv::tools::fuzzing;
+use causalkv::tools::rng::Rng;
 use prost::Message;
 
 /// Inputs per target.

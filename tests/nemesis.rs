@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use causalkv::nemesis::Options;
-use causalkv::nemesis::campaign::{Campaign, run, table};
+use causalkv::tools::nemesis::Options;
+use causalkv::tools::nemesis::campaign::{Campaign, run, table};
 
 /// Seeds run in CI, chosen so that together they kill, pause and partition (see
 /// `schedule::tests::print_plans`).

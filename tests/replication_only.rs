@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use causalkv::nemesis::rng::Rng;
+use causalkv::tools::rng::Rng;
 use common::{Cluster, counts_agree, eventually, sorted};
 use serde_json::{Value, json};
 
@@ -301,9 +301,10 @@ async fn reshard_turns_a_replicated_cluster_of_four_into_two_shards() {
 /// Real network partitions (iptables on the nodes' loopback addresses, as the nemesis does): one
 /// smoke of the real transport under a partition; the partition scenarios themselves (causal
 /// scenario with a cut-off replica, heal and converge, flap damping) run in simulated time in
-/// `tests/sim.rs`. `None` (with the reason printed) only when this process may not change firewall rules.
-fn partitions() -> Option<causalkv::nemesis::net::Partitions> {
-    let p = causalkv::nemesis::net::Partitions::probe();
+/// `tests/sim.rs`. `None` (with the reason printed) only when this process may not change
+/// firewall rules.
+fn partitions() -> Option<causalkv::tools::nemesis::net::Partitions> {
+    let p = causalkv::tools::nemesis::net::Partitions::probe();
     if p.available() {
         return Some(p);
     }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::http::Method;
 use causalkv::cluster::status::ReshardPhase;
-use causalkv::sim::cluster::{GRACE, HEARTBEAT, Reply, SimCluster};
-use causalkv::sim::net::LinkFaults;
-use causalkv::sim::vopr;
+use causalkv::tools::sim::cluster::{GRACE, HEARTBEAT, Reply, SimCluster};
+use causalkv::tools::sim::net::LinkFaults;
+use causalkv::tools::sim::vopr;
 use serde_json::{Value, json};
 
 async fn put(c: &SimCluster, i: usize, key: &str, value: Value, meta: &Value) -> Reply {

@@ -43,7 +43,7 @@ DEFAULT_MAX_SECONDS = 540
 def find_grpcurl(explicit: str | None) -> str | None:
     """--grpcurl, $GRPCURL, grpcurl on PATH, or the venv deploy/e2e.sh installs it into."""
     repo = Path(__file__).resolve().parents[2]
-    venv = Path(os.environ.get("CKV_E2E_VENV", repo / "target" / "e2e-venv"))
+    venv = Path(os.environ.get("CKV_E2E_VENV", repo / "target" / "tools-venv"))
     for cand in (explicit, os.environ.get("GRPCURL"), shutil.which("grpcurl"), str(venv / "bin" / "grpcurl")):
         if cand and os.access(cand, os.X_OK) and _runs(cand):
             return cand

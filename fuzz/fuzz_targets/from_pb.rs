@@ -4,4 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| causalkv::fuzzing::from_pb(data));
+fuzz_target!(|data: &[u8]| causalkv::tools::fuzzing::from_pb(data));

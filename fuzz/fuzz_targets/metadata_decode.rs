@@ -5,4 +5,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| causalkv::fuzzing::metadata_decode(data));
+fuzz_target!(|data: &[u8]| causalkv::tools::fuzzing::metadata_decode(data));

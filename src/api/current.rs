@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::body;
 use super::error::ApiError;
-use super::kv_input::{InputError, Method, parse};
+use super::kv_input::{Dialect, Method, parse};
 use crate::cluster::Error as ShardOpError;
 use crate::cluster::Node;
 use crate::cluster::op::Outcome;
@@ -83,13 +83,8 @@ pub async fn delete_view(State(node): State<Node>, raw: Bytes) -> ApiResult {
 }
 
 async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> ApiResult {
-    let (op, meta) = parse(&key, method, &raw, node.cfg.max_value_bytes).map_err(|e| match e {
-        InputError::KeyTooLong => ApiError::BadRequest("Key is too long".into()),
-        InputError::ValueMissing => {
-            ApiError::BadRequest("PUT request does not specify a value".into())
-        }
-        InputError::Invalid(m) => ApiError::BadRequest(m),
-    })?;
+    let (op, meta) = parse(&key, method, &raw, node.cfg.max_value_bytes)
+        .map_err(|e| ApiError::BadRequest(e.message(Dialect::Current)))?;
     let reply = node.execute(&key, op, meta, Duration::ZERO).await;
     let token = reply.metadata.as_ref().map(|m| m.encode());
     let shard = reply.shard;

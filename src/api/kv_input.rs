@@ -18,6 +18,29 @@ pub enum InputError {
     Invalid(String),
 }
 
+/// The REST dialect a message is for: each has its own literal texts (part of its contract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// `/kvs`.
+    Current,
+    /// `/key-value-store`.
+    Legacy,
+}
+
+impl InputError {
+    /// The message `dialect` answers this problem with.
+    pub fn message(self, dialect: Dialect) -> String {
+        match (self, dialect) {
+            (InputError::KeyTooLong, _) => "Key is too long".into(),
+            (InputError::ValueMissing, Dialect::Current) => {
+                "PUT request does not specify a value".into()
+            }
+            (InputError::ValueMissing, Dialect::Legacy) => "Value is missing".into(),
+            (InputError::Invalid(m), _) => m,
+        }
+    }
+}
+
 /// HTTP method of a key-value request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {

@@ -60,8 +60,8 @@ mod tests {
 
     use super::*;
     use crate::cluster::peers::PeerError;
+    use crate::cluster::scripted::ScriptedPeers;
     use crate::config::Config;
-    use crate::sim::scripted::ScriptedPeers;
 
     /// A node of a 4-node, 2-shard cluster; `owner` is a key of the other shard and its two
     /// members, in the order this node contacts them.

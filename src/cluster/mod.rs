@@ -15,6 +15,7 @@ pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
+pub mod scripted;
 pub mod shards;
 pub mod snapshot;
 pub mod startup;

@@ -3,19 +3,20 @@
 //! wait is bounded; dropping a cluster kills its processes.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use causalkv::tools::node_process::{Log, NodeProcess, ServeCommand};
 use serde_json::{Value, json};
 
 static NEXT_BLOCK: AtomicU32 = AtomicU32::new(0);
 
-/// A running node process.
+/// A node: its address (where the test reaches it), how it is started, and its process.
 pub struct NodeProc {
     pub addr: String,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
+    cmd: ServeCommand,
+    child: Option<NodeProcess>,
 }
 
 /// A loopback cluster of real processes.
@@ -25,8 +26,17 @@ pub struct Cluster {
     base: String,
 }
 
-fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_causalkv")
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_causalkv"))
+}
+
+/// Node logs go to the test's stderr with `CKV_TEST_LOGS` set, nowhere otherwise.
+fn log() -> Log {
+    if std::env::var("CKV_TEST_LOGS").is_ok() {
+        Log::Inherit
+    } else {
+        Log::Null
+    }
 }
 
 impl Cluster {
@@ -64,18 +74,16 @@ impl Cluster {
             base,
         };
         for addr in &view {
-            let mut env = vec![
-                ("SOCKET_ADDRESS".to_string(), addr.clone()),
-                ("VIEW".to_string(), view.join(",")),
-                ("RUST_LOG".to_string(), "info".to_string()),
-            ];
-            if let Some(s) = shards {
-                env.push(("SHARD_COUNT".into(), s.to_string()));
+            let mut cmd = ServeCommand::new(exe(), addr, &view)
+                .shards(shards)
+                .env("RUST_LOG", "info")
+                .log(log());
+            for (k, v) in extra {
+                cmd.set(k, v);
             }
-            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             c.nodes.push(NodeProc {
                 addr: addr.clone(),
-                env,
+                cmd,
                 child: None,
             });
         }
@@ -89,16 +97,11 @@ impl Cluster {
 
     /// Starts an extra node `addr` with the given VIEW and optional SHARD_COUNT.
     pub async fn start_extra(&mut self, addr: &str, view: &[String], shards: Option<u32>) -> usize {
-        let mut env = vec![
-            ("SOCKET_ADDRESS".to_string(), addr.to_string()),
-            ("VIEW".to_string(), view.join(",")),
-        ];
-        if let Some(s) = shards {
-            env.push(("SHARD_COUNT".into(), s.to_string()));
-        }
         self.nodes.push(NodeProc {
             addr: addr.to_string(),
-            env,
+            cmd: ServeCommand::new(exe(), addr, view)
+                .shards(shards)
+                .log(log()),
             child: None,
         });
         let i = self.nodes.len() - 1;
@@ -110,19 +113,7 @@ impl Cluster {
     /// Starts the process of node `i` (configured already) and returns at once.
     pub fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
-        let child = Command::new(exe())
-            .arg("serve")
-            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("CKV_TEST_LOGS").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn causalkv");
-        node.child = Some(child);
+        node.child = Some(node.cmd.spawn().expect("spawn causalkv"));
     }
 
     /// Waits until node `i` serves key-value requests (start-up transfer done): a probe read
@@ -161,32 +152,23 @@ impl Cluster {
         format!("http://{}{}", self.nodes[i].addr, path)
     }
 
-    fn signal(&self, i: usize, sig: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("running").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {sig} {pid}");
+    fn running(&self, i: usize) -> &NodeProcess {
+        self.nodes[i].child.as_ref().expect("running")
     }
 
     /// SIGSTOP.
     pub fn pause(&self, i: usize) {
-        self.signal(i, "-STOP");
+        self.running(i).pause().expect("SIGSTOP");
     }
 
     /// SIGCONT.
     pub fn resume(&self, i: usize) {
-        self.signal(i, "-CONT");
+        self.running(i).resume().expect("SIGCONT");
     }
 
     /// SIGKILL and reap.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.nodes[i].child = None;
     }
 
     /// Starts node `i` again with its original environment, without waiting for it to serve.
@@ -196,9 +178,7 @@ impl Cluster {
 
     /// Sets (or replaces) one environment variable of node `i` for its next start.
     pub fn set_env(&mut self, i: usize, key: &str, value: &str) {
-        let env = &mut self.nodes[i].env;
-        env.retain(|(k, _)| k != key);
-        env.push((key.to_string(), value.to_string()));
+        self.nodes[i].cmd.set(key, value);
     }
 
     /// Starts node `i` again with its original environment (full VIEW).
@@ -361,20 +341,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .status();
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
 /// Polls `f` every 50 ms until it returns `Some`, for at most `limit`; panics with `what`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
@@ -482,19 +448,12 @@ impl NamedCluster {
         .expect("write resolv.conf");
         for (i, node) in c.nodes.iter_mut().enumerate() {
             node.addr = format!("{}:8090", ips[i]);
-            for (k, v) in node.env.iter_mut() {
-                match k.as_str() {
-                    "SOCKET_ADDRESS" => *v = names[i].clone(),
-                    "VIEW" => *v = names.join(","),
-                    _ => {}
-                }
-            }
-            node.env
-                .push(("LISTEN_ADDRESS".into(), format!("{}:8090", ips[i])));
-            node.env
-                .push(("CKV_HOSTS_FILE".into(), hosts.display().to_string()));
-            node.env
-                .push(("CKV_RESOLV_CONF".into(), resolv.display().to_string()));
+            node.cmd.set("SOCKET_ADDRESS", &names[i]);
+            node.cmd.set("VIEW", &names.join(","));
+            node.cmd.set("LISTEN_ADDRESS", &node.addr);
+            node.cmd.set("CKV_HOSTS_FILE", &hosts.display().to_string());
+            node.cmd
+                .set("CKV_RESOLV_CONF", &resolv.display().to_string());
         }
         let nc = NamedCluster {
             c,
@@ -533,11 +492,7 @@ impl NamedCluster {
         self.write_hosts();
         let node = &mut self.c.nodes[i];
         node.addr = format!("{new_ip}:8090");
-        for (k, v) in node.env.iter_mut() {
-            if k == "LISTEN_ADDRESS" {
-                *v = node.addr.clone();
-            }
-        }
+        node.cmd.set("LISTEN_ADDRESS", &node.addr);
     }
 
     /// The current 127.x address of node `i`.

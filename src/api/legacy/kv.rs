@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{LegacyError, LegacyResult, reply, shard_json};
 use crate::api::body;
 use crate::api::error::ApiError;
-use crate::api::kv_input::{InputError, Method, parse_request};
+use crate::api::kv_input::{Dialect, Method, parse_request};
 use crate::cluster::Node;
 use crate::cluster::op::Outcome;
 use crate::domain::metadata::CausalMetadata;
@@ -27,13 +27,8 @@ fn token_out(sent: Option<&str>, meta_in: &CausalMetadata, out: Option<&CausalMe
 
 async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> LegacyResult {
     let fail = |e: ApiError| LegacyError::new(method.name(), e);
-    let req = parse_request(&key, method, &raw, node.cfg.max_value_bytes).map_err(|e| {
-        fail(ApiError::BadRequest(match e {
-            InputError::KeyTooLong => "Key is too long".into(),
-            InputError::ValueMissing => "Value is missing".into(),
-            InputError::Invalid(m) => m,
-        }))
-    })?;
+    let req = parse_request(&key, method, &raw, node.cfg.max_value_bytes)
+        .map_err(|e| fail(ApiError::BadRequest(e.message(Dialect::Legacy))))?;
     let reply_ = node
         .execute(&key, req.op, req.meta.clone(), node.cfg.legacy_wait)
         .await;

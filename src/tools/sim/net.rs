@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::cluster::Node;
 use crate::cluster::peers::{PeerError, PeerResult};
-use crate::nemesis::rng::Rng;
+use crate::tools::rng::Rng;
 
 /// How messages on a live link behave.
 #[derive(Clone, Debug, PartialEq)]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::http::{Reply, call, get_json};
 use super::workload::KEYS;
-use crate::check::record::FinalRecord;
+use crate::tools::check::record::FinalRecord;
 
 /// Pause between convergence rounds.
 const ROUND_PAUSE: Duration = Duration::from_millis(300);

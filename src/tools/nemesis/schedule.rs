@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::rng::Rng;
+use crate::tools::rng::Rng;
 
 /// First fault this long after the workload starts (lets every session get going).
 const FIRST_FAULT_MS: u64 = 1_000;

@@ -4,11 +4,11 @@
 //! clock on one thread, so a run depends only on its seed. [`vopr`] runs seeded random
 //! schedules (client sessions + faults) and checks every history with the causal checker.
 //!
-//! A test and operator tool: the server never runs any of it.
+//! A test and operator tool: the server never runs any of it. (The scripted `Peers` for one
+//! node's unit tests is `cluster::scripted`.)
 
 pub mod cli;
 pub mod cluster;
 pub mod net;
 pub mod peers;
-pub mod scripted;
 pub mod vopr;

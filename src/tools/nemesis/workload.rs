@@ -16,8 +16,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::http::{Reply, call};
-use super::rng::Rng;
-use crate::check::record::{OpKind, OpRecord, Outcome};
+use crate::tools::check::record::{OpKind, OpRecord, Outcome};
+use crate::tools::rng::Rng;
 
 /// Keys `k0..k29`: few enough for conflicts, enough to spread over every shard.
 pub const KEYS: u64 = 30;

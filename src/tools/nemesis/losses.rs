@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use super::kills::KillRecord;
-use crate::check::record::{OpKind, OpRecord, Outcome, canonical};
 use crate::domain::write_id::WriteId;
+use crate::tools::check::record::{OpKind, OpRecord, Outcome, canonical};
 
 /// The lost writes of a run, split.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,7 +78,7 @@ fn explain(op: &OpRecord, kills: &[KillRecord]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nemesis::kills::OwnWrites;
+    use crate::tools::nemesis::kills::OwnWrites;
     use serde_json::json;
 
     fn put(value: &str, written: &str, at_s: u64) -> OpRecord {

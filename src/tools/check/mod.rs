@@ -31,10 +31,24 @@ mod tests;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use record::CheckError;
 pub use report::{AnomalyKind, Report};
+
+/// Options of `causalkv check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The history file.
+    pub history: PathBuf,
+}
+
+/// `causalkv check`: prints the report; exit status 1 unless the history is clean.
+pub fn main(args: Args) -> anyhow::Result<i32> {
+    let report = check_file(&args.history)?;
+    println!("{report}");
+    Ok(if report.is_clean() { 0 } else { 1 })
+}
 
 /// Checks a JSON-lines history read from `reader`.
 pub fn check_history(reader: impl BufRead) -> Result<Report, CheckError> {

@@ -4,8 +4,9 @@
 //! `clock(op)[s]` is the number of ops of session `s` that are co-before or
 //! equal to `op`, so `a co<= b` iff `clock(b)[session(a)] > idx(a)`. Memory and
 //! time are O(ops × sessions), never a dense ops × ops matrix.
-
-use super::graph::{Op, ReadFrom};
+//!
+//! Works on edges only (session order and read-from), not on the operations themselves, so
+//! it knows nothing of the history's records: `graph` builds the edges and asks.
 
 /// Vector clocks of all ops plus the cycles found in so ∪ wr.
 #[derive(Debug, Default)]
@@ -16,17 +17,8 @@ pub(crate) struct Order {
     pub cycles: Vec<Vec<usize>>,
 }
 
-fn read_edges(ops: &[Op]) -> Vec<Option<usize>> {
-    ops.iter()
-        .map(|op| match op.read_from {
-            ReadFrom::Write(w) => Some(w),
-            _ => None,
-        })
-        .collect()
-}
-
-fn successors(ops: &[Op], session_ops: &[Vec<usize>], wr: &[Option<usize>]) -> Vec<Vec<usize>> {
-    let mut succ = vec![Vec::new(); ops.len()];
+fn successors(session_ops: &[Vec<usize>], wr: &[Option<usize>]) -> Vec<Vec<usize>> {
+    let mut succ = vec![Vec::new(); wr.len()];
     for list in session_ops {
         for pair in list.windows(2) {
             succ[pair[0]].push(pair[1]);
@@ -118,11 +110,13 @@ fn components(succ: &[Vec<usize>]) -> Vec<usize> {
 }
 
 impl Order {
-    /// Computes clocks; read-from edges inside a cycle are reported and then
-    /// ignored so that the rest of the history can still be checked.
-    pub(crate) fn compute(ops: &[Op], session_ops: &[Vec<usize>]) -> Order {
-        let mut wr = read_edges(ops);
-        let mut succ = successors(ops, session_ops, &wr);
+    /// Computes clocks of ops `0..wr.len()`: `session_ops[s]` lists the ops of session `s` in
+    /// session order (every op in exactly one session), `wr[r]` is the write that op `r` read
+    /// from, if any. Read-from edges inside a cycle are reported and then ignored so that the
+    /// rest of the history can still be checked.
+    pub(crate) fn compute(session_ops: &[Vec<usize>], mut wr: Vec<Option<usize>>) -> Order {
+        let n = wr.len();
+        let mut succ = successors(session_ops, &wr);
         let (mut topo, complete) = topo_order(&succ);
         let mut cycles = Vec::new();
         if !complete {
@@ -140,20 +134,27 @@ impl Order {
                     *w = None;
                 }
             }
-            succ = successors(ops, session_ops, &wr);
+            succ = successors(session_ops, &wr);
             topo = topo_order(&succ).0;
         }
+        // (session, position in it) of every op
+        let mut place = vec![(0, 0); n];
+        for (s, list) in session_ops.iter().enumerate() {
+            for (i, &v) in list.iter().enumerate() {
+                place[v] = (s, i);
+            }
+        }
         let width = session_ops.len();
-        let mut clocks = vec![0u32; ops.len() * width];
+        let mut clocks = vec![0u32; n * width];
         for &v in &topo {
-            let op = &ops[v];
-            let prev = op.idx.checked_sub(1).map(|i| session_ops[op.session][i]);
+            let (session, idx) = place[v];
+            let prev = idx.checked_sub(1).map(|i| session_ops[session][i]);
             for s in 0..width {
                 let a = prev.map_or(0, |p| clocks[p * width + s]);
                 let b = wr[v].map_or(0, |w| clocks[w * width + s]);
                 clocks[v * width + s] = a.max(b);
             }
-            clocks[v * width + op.session] = op.idx as u32 + 1;
+            clocks[v * width + session] = idx as u32 + 1;
         }
         Order {
             width,
@@ -190,5 +191,25 @@ mod tests {
         assert!(complete);
         let pos = |v: usize| order.iter().position(|&x| x == v);
         assert!(pos(0) < pos(2) && pos(1) < pos(2) && pos(2) < pos(3));
+    }
+
+    #[test]
+    fn clocks_from_session_order_and_read_from() {
+        // session 0: ops 0, 1; session 1: ops 2, 3; op 2 read from op 1
+        let order = Order::compute(&[vec![0, 1], vec![2, 3]], vec![None, None, Some(1), None]);
+        assert!(order.cycles.is_empty());
+        assert_eq!(order.clock(0), &[1, 0]);
+        assert_eq!(order.clock(1), &[2, 0]);
+        assert_eq!(order.clock(2), &[2, 1]);
+        assert_eq!(order.clock(3), &[2, 2]);
+    }
+
+    #[test]
+    fn a_read_from_cycle_is_reported_and_its_edges_ignored() {
+        // op 0 (session 0) read from op 1 (session 1), which read from op 0
+        let order = Order::compute(&[vec![0], vec![1]], vec![Some(1), Some(0)]);
+        assert_eq!(order.cycles, vec![vec![0, 1]]);
+        assert_eq!(order.clock(0), &[1, 0]);
+        assert_eq!(order.clock(1), &[0, 1]);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::Options;
 use super::driver::FaultStats;
 use super::losses::{Losses, classify};
-use crate::check::Report;
-use crate::check::record::{OpKind, OpRecord, Outcome};
+use crate::tools::check::Report;
+use crate::tools::check::record::{OpKind, OpRecord, Outcome};
 
 /// An acknowledged put followed this soon by a SIGKILL (of any node) was at risk: async
 /// replication may not have shipped it yet.

@@ -18,8 +18,22 @@ use axum::serve::ListenerExt;
 use serde_json::json;
 
 use crate::api::body;
-use crate::api::kv_input::{InputError, Method, parse};
+use crate::api::kv_input::{Dialect, Method, parse};
 use crate::cluster::op::KvOp;
+
+/// Options of `causalkv ceiling`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9200")]
+    pub listen: SocketAddr,
+}
+
+/// `causalkv ceiling`: serves until Ctrl-C.
+pub fn main(args: Args) -> anyhow::Result<i32> {
+    tokio::runtime::Runtime::new()?.block_on(serve(args.listen))?;
+    Ok(0)
+}
 
 /// Values are capped as in causalkv's default configuration.
 const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -47,11 +61,7 @@ async fn kv(map: Map, key: String, method: Method, raw: Bytes) -> Response {
     let (op, meta) = match parse(&key, method, &raw, MAX_VALUE_BYTES) {
         Ok(r) => r,
         Err(e) => {
-            let msg = match e {
-                InputError::KeyTooLong => "Key is too long".to_string(),
-                InputError::ValueMissing => "PUT request does not specify a value".to_string(),
-                InputError::Invalid(m) => m,
-            };
+            let msg = e.message(Dialect::Current);
             return (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response();
         }
     };

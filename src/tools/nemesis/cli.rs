@@ -99,7 +99,8 @@ pub fn main(args: Args) -> anyhow::Result<i32> {
     let clean = rt.block_on(async {
         match args.seeds {
             None => {
-                let _bar = crate::progress::timed("nemesis", Duration::from_secs(args.seconds));
+                let _bar =
+                    crate::tools::progress::timed("nemesis", Duration::from_secs(args.seconds));
                 let summary = tokio::select! {
                     r = run(&base) => r?,
                     _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),

@@ -167,7 +167,11 @@ impl History {
         }
         h.resolve_reads();
         h.index_lanes();
-        h.order = Order::compute(&h.ops, &h.session_ops);
+        let reads_from = h.ops.iter().map(|op| match op.read_from {
+            ReadFrom::Write(w) => Some(w),
+            _ => None,
+        });
+        h.order = Order::compute(&h.session_ops, reads_from.collect());
         Ok(h)
     }
 

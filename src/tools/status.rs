@@ -11,6 +11,28 @@ use tonic::transport::Endpoint;
 
 use crate::rpc::pb;
 
+/// Options of `causalkv status`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The node to ask first (IP:PORT).
+    #[arg(long)]
+    pub node: String,
+    /// Print JSON (one array of rows) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `causalkv status`: prints the table (or JSON).
+pub fn main(args: Args) -> anyhow::Result<i32> {
+    let rows = tokio::runtime::Runtime::new()?.block_on(collect(&args.node))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{}", table(&rows));
+    }
+    Ok(0)
+}
+
 /// Deadline of each Status call: a live node answers in milliseconds; a dead one must not
 /// hold the command (the RPC default deadline is 1 s; an operator waits a little longer).
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);

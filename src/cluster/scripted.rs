@@ -1,7 +1,8 @@
 //! A `Peers` whose answers a test scripts, for one node's behaviour in front of peers that answer
 //! in a given way (forwarding after a timeout, batches refused above a size, a snapshot that
-//! never answers). Every call not scripted fails as a refused connection. The simulated network
-//! ([`super::net`]) is for whole clusters; this is for one node and a precise answer.
+//! never answers). Every call not scripted fails as a refused connection. Test support, kept in
+//! `cluster/` so the cluster's own unit tests and `tests/` share it; the simulated network
+//! (`tools/sim/`) is for whole clusters, this is for one node and a precise answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -10,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use crate::cluster::op::{ForwardOp, OpReply};
-use crate::cluster::peers::{
+use super::op::{ForwardOp, OpReply};
+use super::peers::{
     AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
     SnapshotStream,
 };

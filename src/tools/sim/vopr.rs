@@ -20,13 +20,13 @@ use serde_json::{Value, json};
 
 use super::cluster::{Reply, SimCluster};
 use super::net::LinkFaults;
-use crate::check::record::{FinalRecord, OpKind, OpRecord, Outcome, Record};
-use crate::check::{AnomalyKind, check_history};
 use crate::cluster::op::KvOp;
 use crate::domain::metadata::CausalMetadata;
-use crate::nemesis::kills::{KillRecord, OwnWrites};
-use crate::nemesis::losses::classify;
-use crate::nemesis::rng::Rng;
+use crate::tools::check::record::{FinalRecord, OpKind, OpRecord, Outcome, Record};
+use crate::tools::check::{AnomalyKind, check_history};
+use crate::tools::nemesis::kills::{KillRecord, OwnWrites};
+use crate::tools::nemesis::losses::classify;
+use crate::tools::rng::Rng;
 
 /// Keys `k0..k11`: few, so sessions conflict and read each other's writes.
 const KEYS: u64 = 12;

@@ -2,27 +2,25 @@
 //! [`Nodes`] resumes and kills every child, so a panic or an early error leaves nothing behind.
 //! Addresses are loopback only.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use crate::tools::node_process::{Log, NodeProcess, ServeCommand};
 
 /// Port every node listens on (each has its own loopback address).
 pub const PORT: u16 = 8090;
 
-/// One node: its address, the environment it is (re)started with, and its process.
+/// One node: its address, how it is (re)started, and its process.
 #[derive(Debug)]
 struct Slot {
     addr: String,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
+    cmd: ServeCommand,
+    child: Option<NodeProcess>,
     paused: bool,
 }
 
 /// The processes of one run; the guard that stops them.
 #[derive(Debug)]
 pub struct Nodes {
-    exe: PathBuf,
-    logs: Option<PathBuf>,
     slots: Vec<Slot>,
 }
 
@@ -53,26 +51,24 @@ impl Nodes {
                 } else {
                     addrs
                 };
-                let mut env = vec![
-                    ("SOCKET_ADDRESS".to_string(), addr.clone()),
-                    ("VIEW".to_string(), view.join(",")),
-                ];
-                if i < members {
-                    env.push(("SHARD_COUNT".to_string(), shards.to_string()));
-                }
+                let log = match &logs {
+                    Some(dir) => Log::File(dir.join(format!("{}.log", addr.replace(':', "_")))),
+                    None => Log::Null,
+                };
+                let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+                let cmd = ServeCommand::new(exe, addr, view)
+                    .shards((i < members).then_some(shards))
+                    .env("RUST_LOG", &rust_log)
+                    .log(log);
                 Slot {
                     addr: addr.clone(),
-                    env,
+                    cmd,
                     child: None,
                     paused: false,
                 }
             })
             .collect();
-        Nodes {
-            exe: exe.to_path_buf(),
-            logs,
-            slots,
-        }
+        Nodes { slots }
     }
 
     /// Address of node `i`.
@@ -92,31 +88,8 @@ impl Nodes {
 
     /// Starts node `i` (its VIEW becomes the full address list for later restarts).
     pub fn spawn(&mut self, i: usize) -> std::io::Result<()> {
-        let stderr = match &self.logs {
-            Some(dir) => {
-                std::fs::create_dir_all(dir)?;
-                let name = self.slots[i].addr.replace(':', "_");
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(format!("{name}.log")))?;
-                Stdio::from(f)
-            }
-            None => Stdio::null(),
-        };
         let slot = &mut self.slots[i];
-        let child = Command::new(&self.exe)
-            .arg("serve")
-            .envs(slot.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()?;
-        slot.child = Some(child);
+        slot.child = Some(slot.cmd.spawn()?);
         slot.paused = false;
         Ok(())
     }
@@ -125,20 +98,13 @@ impl Nodes {
     pub fn set_restart_view(&mut self, view: &[String]) {
         let joined = view.join(",");
         for slot in &mut self.slots {
-            for (k, v) in &mut slot.env {
-                if k == "VIEW" {
-                    v.clone_from(&joined);
-                }
-            }
+            slot.cmd.set("VIEW", &joined);
         }
     }
 
     /// SIGKILL and reap node `i`.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.slots[i].child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.slots[i].child = None;
         self.slots[i].paused = false;
     }
 
@@ -149,14 +115,18 @@ impl Nodes {
 
     /// SIGSTOP node `i`.
     pub fn pause(&mut self, i: usize) -> std::io::Result<()> {
-        self.signal(i, "-STOP")?;
+        if let Some(c) = &self.slots[i].child {
+            c.pause()?;
+        }
         self.slots[i].paused = true;
         Ok(())
     }
 
     /// SIGCONT node `i`.
     pub fn resume(&mut self, i: usize) -> std::io::Result<()> {
-        self.signal(i, "-CONT")?;
+        if let Some(c) = &self.slots[i].child {
+            c.resume()?;
+        }
         self.slots[i].paused = false;
         Ok(())
     }
@@ -166,34 +136,6 @@ impl Nodes {
         for i in 0..self.slots.len() {
             if self.slots[i].paused {
                 let _ = self.resume(i);
-            }
-        }
-    }
-
-    fn signal(&self, i: usize, sig: &str) -> std::io::Result<()> {
-        let Some(child) = &self.slots[i].child else {
-            return Ok(());
-        };
-        let status = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(std::io::Error::other(format!("kill {sig} failed")))
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for slot in &mut self.slots {
-            if let Some(mut c) = slot.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .status();
-                let _ = c.kill();
-                let _ = c.wait();
             }
         }
     }

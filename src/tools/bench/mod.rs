@@ -6,6 +6,7 @@
 //! metadata from response to request. Reports throughput and p50/p99/p99.9 latency, can probe
 //! replication lag, and can write the checker's history format.
 
+pub mod cli;
 pub mod client;
 pub mod lag;
 pub mod options;
@@ -18,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use serde_json::Value;
 
-use crate::check::record::{OpKind, OpRecord, Outcome, Record};
-use crate::nemesis::rng::Rng;
+use crate::tools::check::record::{OpKind, OpRecord, Outcome, Record};
+use crate::tools::rng::Rng;
 use client::{Conn, read_value};
 pub use options::{Mix, Mode, Options};
 use stats::{ClientStats, RunInfo, Summary};

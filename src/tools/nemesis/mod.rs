@@ -17,7 +17,6 @@ pub mod kills;
 pub mod losses;
 pub mod net;
 pub mod procs;
-pub mod rng;
 pub mod schedule;
 pub mod summary;
 pub mod workload;
@@ -30,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::check::record::{OpRecord, Record};
-use crate::check::{CheckError, check_history};
+use crate::tools::check::record::{OpRecord, Record};
+use crate::tools::check::{CheckError, check_history};
 pub use summary::Summary;
 
 /// Nodes in shards at start (2 shards × 3 replicas); one more node is the spare.

@@ -1,7 +1,49 @@
 //! `causalkv local`: a cluster of real server processes on loopback (127.0.0.2, .3, … port
 //! 8090 by default), for trying the product without Docker. Stops everything on Ctrl-C.
 
-use std::process::{Child, Command, Stdio};
+use anyhow::{Context, ensure};
+
+use super::node_process::{Log, NodeProcess, ServeCommand};
+
+/// Options of `causalkv local`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Number of shards (each needs at least 2 nodes). Without it the nodes get no
+    /// SHARD_COUNT: one replicated store, every node holding every key.
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Port of every node.
+    #[arg(long, default_value_t = 8090)]
+    pub port: u16,
+}
+
+/// `causalkv local`: starts the nodes, prints what to try, and stops them all on Ctrl-C.
+pub fn main(args: Args) -> anyhow::Result<i32> {
+    ensure!(
+        (1..=200).contains(&args.nodes),
+        "--nodes must be between 1 and 200"
+    );
+    ensure!(
+        args.shards
+            .is_none_or(|s| s >= 1 && (s == 1 || args.nodes >= 2 * s as usize)),
+        "each shard needs at least 2 nodes"
+    );
+    let cluster = LocalCluster {
+        nodes: args.nodes,
+        shards: args.shards,
+        port: args.port,
+        first_host: 2,
+    };
+    let exe = std::env::current_exe().context("cannot find own executable")?;
+    let nodes = cluster.spawn(&exe)?;
+    println!("{}", cluster.help_text());
+    tokio::runtime::Runtime::new()?.block_on(tokio::signal::ctrl_c())?;
+    drop(nodes);
+    Ok(0)
+}
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -24,22 +66,16 @@ impl LocalCluster {
             .collect()
     }
 
-    /// Starts every node as a child process of `exe`; the caller owns the children.
-    pub fn spawn(&self, exe: &std::path::Path) -> std::io::Result<Vec<Child>> {
-        let view = self.addresses().join(",");
-        self.addresses()
-            .iter()
+    /// Starts every node as a child process of `exe`, logging to this terminal; dropping the
+    /// processes stops them.
+    pub fn spawn(&self, exe: &std::path::Path) -> std::io::Result<Vec<NodeProcess>> {
+        let view = self.addresses();
+        view.iter()
             .map(|addr| {
-                let mut cmd = Command::new(exe);
-                cmd.arg("serve")
-                    .env("SOCKET_ADDRESS", addr)
-                    .env("VIEW", &view)
-                    .env_remove("SHARD_COUNT")
-                    .stdin(Stdio::null());
-                if let Some(n) = self.shards {
-                    cmd.env("SHARD_COUNT", n.to_string());
-                }
-                cmd.spawn()
+                ServeCommand::new(exe, addr, &view)
+                    .shards(self.shards)
+                    .log(Log::Inherit)
+                    .spawn()
             })
             .collect()
     }
@@ -67,15 +103,5 @@ impl LocalCluster {
             },
             list = a.join(" "),
         )
-    }
-}
-
-/// Kills and reaps every child.
-pub fn stop_all(children: &mut [Child]) {
-    for c in children.iter_mut() {
-        let _ = c.kill();
-    }
-    for c in children.iter_mut() {
-        let _ = c.wait();
     }
 }
