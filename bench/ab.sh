@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# A/B: the same closed-loop workload against clusters run by two causalkv binaries, alternated
-# ROUNDS times in one run (this machine is noisy: compare medians measured side by side).
-#   bench/ab.sh BASE_BIN NEW_BIN [SHAPE...]      SHAPE = NODESxSHARDS, default "3x1 6x2"
-# Env: ROUNDS (3), BENCH_SECONDS (4), MIX (put), NET (127.0.72). The load generator is NEW_BIN's.
+# A/B(/C...): the same closed-loop workload against clusters run by several causalkv binaries,
+# alternated ROUNDS times in one run (this machine is noisy: compare medians measured side by
+# side, never numbers from different runs).
+#   bench/ab.sh BASE_BIN NEW_BIN [MORE_BINS...]
+# Env:
+#   SHAPES ("3x1 6x2")  NODESxSHARDS clusters to measure
+#   ROUNDS (3)  BENCH_SECONDS (4)  MIX (put)  CONNS (32)
+#   TARGETS (first)  first: every connection to the first node; all: round-robin over the nodes
+#   CPUS (split)     split: servers on CPU 0, load generator on CPU 1; shared: nothing pinned
+#   GEN              the load generator binary (default: the last binary's `bench`)
+#   NET (127.0.72)   loopback /24 the nodes listen on
+# Prints every measurement, then per shape the median ops/s and p99 of each binary and its ratio
+# to the first binary's median.
 set -euo pipefail
-base=$1 new=$2; shift 2
-shapes=${*:-3x1 6x2}
+[[ $# -ge 2 ]] || { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
+bins=("$@")
+shapes=${SHAPES:-3x1 6x2}
 rounds=${ROUNDS:-3} secs=${BENCH_SECONDS:-4} mix=${MIX:-put} net=${NET:-127.0.72}
+conns=${CONNS:-32} targets_mode=${TARGETS:-first} cpus=${CPUS:-split}
+gen=${GEN:-${bins[-1]}}
+case $cpus in
+  split) pin_server=(taskset -c 0) pin_load=(taskset -c 1) ;;
+  shared) pin_server=() pin_load=() ;;
+  *) echo "CPUS must be split or shared" >&2; exit 2 ;;
+esac
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 pids=()
 stop() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -16,21 +34,22 @@ stop() {
   done
   pids=()
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 130' INT TERM
 start() { # BIN NODES SHARDS
-  local bin=$1 n=$2 s=$3 view="" h
+  local bin=$1 n=$2 s=$3 view="" h i code
   for h in $(seq 2 $((n + 1))); do view+="$net.$h:9101,"; done
   view=${view%,}
   for h in $(seq 2 $((n + 1))); do
-    SOCKET_ADDRESS=$net.$h:9101 VIEW=$view SHARD_COUNT=$s "$bin" serve 2>/dev/null &
+    SOCKET_ADDRESS=$net.$h:9101 VIEW=$view SHARD_COUNT=$s ${pin_server[@]+"${pin_server[@]}"} "$bin" serve 2>/dev/null &
     pids+=($!)
   done
   for h in $(seq 2 $((n + 1))); do
-    for i in $(seq 100); do
-      code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+    for i in $(seq 150); do
+      code=$(curl --noproxy '*' -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
         -d '{"value":"x","causal-metadata":null}' "http://$net.$h:9101/kvs/ab-ready" || true)
       [[ $code == 200 || $code == 201 ]] && break
-      [[ $i == 100 ]] && { echo "node $net.$h not ready" >&2; exit 1; }
+      [[ $i == 150 ]] && { echo "node $net.$h not ready" >&2; exit 1; }
       sleep 0.1
     done
   done
@@ -39,24 +58,35 @@ declare -A results
 for r in $(seq "$rounds"); do
   for shape in $shapes; do
     n=${shape%x*} s=${shape#*x}
-    for which in base new; do
-      bin=$base; [[ $which == new ]] && bin=$new
-      start "$bin" "$n" "$s"
-      targets=()
-      for h in $(seq 2 $((n + 1))); do targets+=(--target "$net.$h:9101"); done
-      tput=$("$new" bench "${targets[@]}" --seconds "$secs" --warmup 1 --mix "$mix" --json |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["throughput"], d["latency_ms"]["p99"], d["errors"], d["status"] if d["errors"] else "")')
-      echo "round $r $shape $which: ops/s p99_ms errors = $tput"
-      results[$shape.$which]+="${tput%% *} "
+    for i in "${!bins[@]}"; do
+      start "${bins[$i]}" "$n" "$s"
+      targets=(--target "$net.2:9101")
+      if [[ $targets_mode == all ]]; then
+        targets=()
+        for h in $(seq 2 $((n + 1))); do targets+=(--target "$net.$h:9101"); done
+      fi
+      out=$(${pin_load[@]+"${pin_load[@]}"} "$gen" bench "${targets[@]}" --seconds "$secs" --warmup 1 \
+          --mix "$mix" --concurrency "$conns" --json |
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["throughput"], d["latency_ms"]["p99"], d["errors"])')
+      echo "round $r $shape bin$i (${bins[$i]}): ops/s p99_ms errors = $out"
+      results[$shape.$i]+="${out// /,} "
       stop
     done
   done
 done
+echo "medians (MIX=$mix CONNS=$conns TARGETS=$targets_mode CPUS=$cpus, $rounds rounds of ${secs} s):"
 for shape in $shapes; do
-  python3 - "$shape" "${results[$shape.base]}" "${results[$shape.new]}" <<'PY'
+  args=()
+  for i in "${!bins[@]}"; do args+=("${bins[$i]}" "${results[$shape.$i]}"); done
+  python3 - "$shape" "${args[@]}" <<'PY'
 import statistics, sys
-shape, b, n = sys.argv[1], [float(x) for x in sys.argv[2].split()], [float(x) for x in sys.argv[3].split()]
-mb, mn = statistics.median(b), statistics.median(n)
-print(f"{shape}: median base {mb:.0f} ops/s, new {mn:.0f} ops/s, new/base {mn/mb:.3f}")
+shape, rest = sys.argv[1], sys.argv[2:]
+base = None
+for i in range(0, len(rest), 2):
+    name, runs = rest[i], [x.split(",") for x in rest[i + 1].split()]
+    t = statistics.median(float(x[0]) for x in runs)
+    p = statistics.median(float(x[1]) for x in runs)
+    base = base or t
+    print(f"  {shape} bin{i // 2} {name}: median {t:.0f} ops/s, p99 {p:.2f} ms, ratio to bin0 {t / base:.3f}")
 PY
 done

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench/compare.sh [--smoke]   — the side-by-side benchmark (see bench/README.md)
 #
-# One run, on loopback, with the same load generator (`causalkv bench`) and the same workload
-# (VALUE_SIZE-byte values, CONNS connections, closed loop, mixes put / mixed / read), one system at a
-# time (each is stopped before the next starts):
+# One run, on loopback, with two load generators (`causalkv bench`, and wrk 4 with
+# bench/wrk/kv.lua as a cross-check) and the same workload (VALUE_SIZE-byte values, CONNS
+# connections, closed loop, mixes put / mixed / read), one system at a time (each is stopped
+# before the next starts). Every closed-loop row is measured by both generators; the summary puts
+# them side by side and flags rows where they disagree by more than 20 %:
 #   ceiling   `causalkv ceiling` (no replication, no causal checks)       CKV_NET.20:9200
 #   ckv-1x3   causalkv, 1 shard x 3 replicas (+ a --lag run, put mix)       CKV_NET.2-4:9101
 #   ckv-2x3   causalkv, 2 shards x 3 replicas (targets: all 6 nodes)        CKV_NET.12-17:9101
+#             both causalkv shapes also: put at the first node only (variant 1t) and put with one
+#             connection to it (variant c1); the ceiling: put with one connection (c1)
 #   etcd      3-member etcd (Debian's etcd-server; bench/etcd.sh)           ETCD_NET.2-4:2379
 #   open loop per system, put mix, at OPEN_RATE (default: 50% of the ceiling's closed-loop PUT
 #             throughput); a system whose closed-loop PUT is below 1.25 x that rate also gets a run at
@@ -22,8 +26,9 @@
 #   WARMUP [2, *1]  CONNS [32]  VALUE_SIZE [100]  KEYS [10000, *1000]  MEM_KEYS [1000000, *20000]
 #   OPEN_RATE        fixed open-loop rate in ops/s [50% of the ceiling's PUT throughput]
 #   SKIP_ETCD=1 [0, *1 unless etcd is installed]   SKIP_MEMORY=1 [0]
-#   CPUS=shared|split [shared]  shared: nothing pinned; split: servers and etcd on CPU 0
-#                               (taskset -c 0), the load generator on CPU 1 (taskset -c 1)
+#   CPUS=split|shared [split]   split: servers and etcd on CPU 0 (taskset -c 0), the load
+#                               generator on CPU 1 (taskset -c 1); shared: nothing pinned
+#   SKIP_WRK=1 [0]   no wrk rows (wrk is installed from Debian when missing: apt-get, needs root)
 #   CKV_BIN=PATH     use this binary instead of target/release/causalkv (no build step)
 #   NO_BUILD=1       never run cargo; fail if the binary is missing
 #   RESULTS=DIR      where outputs go
@@ -66,7 +71,8 @@ MEM_KEYS="${MEM_KEYS:-1000000}"
 OPEN_RATE="${OPEN_RATE:-}"
 SKIP_ETCD="${SKIP_ETCD:-0}"
 SKIP_MEMORY="${SKIP_MEMORY:-0}"
-CPUS="${CPUS:-shared}"
+CPUS="${CPUS:-split}"
+SKIP_WRK="${SKIP_WRK:-0}"
 RESULTS="${RESULTS:-$BENCH/results}"
 for v in RUN_SECS WARMUP CONNS VALUE_SIZE KEYS MEM_KEYS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "compare.sh: $v must be a whole number (got '${!v}')" >&2; exit 2; }
@@ -236,6 +242,20 @@ else
 fi
 REPORT=("$PY" "$BENCH/report.py")
 
+# ---------------------------------------------------------------- wrk (the cross-check; non-fatal)
+WRK_OK=0
+if [[ $SKIP_WRK != 1 ]]; then
+    if ! command -v wrk >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        say "installing wrk (Debian) for the cross-check"
+        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y wrk >"$LOGS/apt-wrk.log" 2>&1 || true
+    fi
+    if command -v wrk >/dev/null 2>&1; then
+        WRK_OK=1
+    else
+        say "WARNING: wrk is not installed and could not be (see $LOGS/apt-wrk.log): no cross-check rows"
+    fi
+fi
+
 # ---------------------------------------------------------------- machine, commit, placement
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 KERNEL="$(uname -r)"
@@ -357,7 +377,40 @@ record_failure() {   # LABEL SERIES SYSTEM SHAPE VARIANT MODE MIX REASON
         "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$CPUS" "${8//\"/\'}" >> "$RUNS"
 }
 
+# run_wrk SERIES SYSTEM SHAPE VARIANT API MIX TARGETS_CSV CONNECTIONS
+# wrk thread i sends to target i mod n (bench/wrk/kv.lua); one thread per target, so the
+# connections are rounded down to a multiple of the targets (reported in the row).
+run_wrk() {
+    [[ $WRK_OK == 1 ]] || return 0
+    local series="$1" system="$2" shape="$3" variant="$4" api="$5" mix="$6" targets="$7" conns="$8"
+    local label="$series" rc=0 threads c
+    [[ "$variant" == closed ]] || label="$series-$variant"
+    local out="$LOGS/wrk-$label-$mix.json" log="$LOGS/wrk-$label-$mix.log"
+    IFS=, read -r -a tlist <<<"$targets"
+    threads=${#tlist[@]}
+    [[ $threads -gt $conns ]] && threads=$conns
+    c=$((conns / threads * threads))
+    say "wrk $label $mix: -t$threads -c$c -d${RUN_SECS}s, targets $targets"
+    rm -f "$out"
+    run_bounded $((RUN_SECS + 60)) "$log" "$log.err" ${PIN_LOAD[@]+"${PIN_LOAD[@]}"} \
+        env WRK_API="$api" WRK_MIX="$mix" WRK_KEYS="$KEYS" WRK_VALUE_SIZE="$VALUE_SIZE" \
+        WRK_TARGETS="$targets" WRK_JSON="$out" \
+        wrk -t"$threads" -c"$c" -d"${RUN_SECS}s" --timeout 5s -s "$BENCH/wrk/kv.lua" "http://${tlist[0]}/" || rc=$?
+    if [[ $rc -ne 0 || ! -s "$out" ]]; then
+        tail -n 5 "$log" "$log.err" >&2 || true
+        record_failure "$label" "$series" "$system" "$shape" "$variant" closed "$mix" "wrk exited $rc (log: $log)"
+        return 0
+    fi
+    "${REPORT[@]}" annotate --label "$label" --series "$series" --system "$system" \
+        --shape "$shape" --variant "$variant" --generator wrk --api "$api" --mode closed \
+        --mix "$mix" --concurrency "$c" --value-size "$VALUE_SIZE" --keys "$KEYS" \
+        --cpus "$CPUS" --cpus-servers "$CPUS_SERVERS" \
+        --cpus-load "$CPUS_LOAD" --warmup 0 --commit "$COMMIT" <"$out" >>"$RUNS" \
+        || record_failure "$label" "$series" "$system" "$shape" "$variant" closed "$mix" "wrk printed no JSON line ($out)"
+}
+
 # run_bench SERIES SYSTEM SHAPE VARIANT API MODE MIX TARGETS_CSV [extra bench args...]
+# (RUN_CONNS, when set, replaces CONNS for this run)
 run_bench() {
     local series="$1" system="$2" shape="$3" variant="$4" api="$5" mode="$6" mix="$7" targets="$8"
     shift 8
@@ -366,7 +419,7 @@ run_bench() {
     local args=() t rc=0 log="$LOGS/bench-$label-$mix.log" out="$LOGS/bench-$label-$mix.json"
     IFS=, read -r -a tlist <<<"$targets"
     for t in "${tlist[@]}"; do args+=(--target "$t"); done
-    args+=(--api "$api" --mode "$mode" --concurrency "$CONNS" --seconds "$RUN_SECS" --warmup "$WARMUP"
+    args+=(--api "$api" --mode "$mode" --concurrency "${RUN_CONNS:-$CONNS}" --seconds "$RUN_SECS" --warmup "$WARMUP"
            --mix "$mix" --value-size "$VALUE_SIZE" --keys "$KEYS" --label "$label" --json "$@")
     say "bench $label: ${args[*]}"
     # Bounded: measured + warm-up + preload/connection slack.
@@ -384,11 +437,21 @@ run_bench() {
     fi
 }
 
-closed_mixes() {  # SERIES SYSTEM SHAPE API TARGETS
+closed_mixes() {  # SERIES SYSTEM SHAPE API TARGETS  (both generators)
     local mix
     for mix in put mixed read; do
         run_bench "$1" "$2" "$3" closed "$4" closed "$mix" "$5"
+        run_wrk "$1" "$2" "$3" closed "$4" "$mix" "$5" "$CONNS"
     done
+}
+
+one_target_runs() {  # SERIES SYSTEM SHAPE API FIRST_TARGET [1t]  put at one node: CONNS (1t), 1 (c1)
+    if [[ "${6:-}" == 1t ]]; then
+        run_bench "$1" "$2" "$3" 1t "$4" closed put "$5"
+        run_wrk "$1" "$2" "$3" 1t "$4" put "$5" "$CONNS"
+    fi
+    RUN_CONNS=1 run_bench "$1" "$2" "$3" c1 "$4" closed put "$5"
+    run_wrk "$1" "$2" "$3" c1 "$4" put "$5" 1
 }
 
 OPEN_RATE_USED=""
@@ -449,6 +512,7 @@ EOF
 step "ceiling ($CEILING)"
 if start_ceiling; then
     closed_mixes ceiling ceiling 1 kvs "$CEILING"
+    one_target_runs ceiling ceiling 1 kvs "$CEILING"
     if [[ -n "$OPEN_RATE" ]]; then
         OPEN_RATE_USED="$OPEN_RATE"
     else
@@ -473,6 +537,7 @@ step "causalkv 1 shard x 3 replicas (${CKV13[*]})"
 if start_ckv ckv13 1 "${CKV13[@]}"; then
     T="$(csv "${CKV13[@]}")"
     closed_mixes ckv-1x3 causalkv 1x3 kvs "$T"
+    one_target_runs ckv-1x3 causalkv 1x3 kvs "${CKV13[0]}" 1t
     run_bench ckv-1x3 causalkv 1x3 lag kvs closed put "$T" --lag
     open_runs ckv-1x3 causalkv 1x3 kvs "$T"
 else
@@ -485,6 +550,7 @@ step "causalkv 2 shards x 3 replicas (${CKV23[*]})"
 if start_ckv ckv23 2 "${CKV23[@]}"; then
     T="$(csv "${CKV23[@]}")"
     closed_mixes ckv-2x3 causalkv 2x3 kvs "$T"
+    one_target_runs ckv-2x3 causalkv 2x3 kvs "${CKV23[0]}" 1t
     open_runs ckv-2x3 causalkv 2x3 kvs "$T"
 else
     record_failure ckv-2x3 ckv-2x3 causalkv 2x3 closed closed put "cluster did not become ready (logs: $LOGS/ckv23-n*.log)"

@@ -301,3 +301,70 @@ async fn a_member_restarted_with_a_view_that_lists_a_later_node_keeps_the_cluste
         assert_eq!((st, &b["value"]), (200, &json!(k)), "key{k}: {b}");
     }
 }
+
+/// Sum of `causalkv_grpc_requests_total` for `method` (any code) in a node's /metrics.
+async fn grpc_calls(c: &Cluster, i: usize, method: &str) -> u64 {
+    let text = reqwest::get(c.url(i, "/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let needle = format!("method=\"{method}\"");
+    text.lines()
+        .filter(|l| l.starts_with("causalkv_grpc_requests_total{") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_forwards_share_calls_and_each_gets_its_own_answer() {
+    let c = Cluster::start(4, Some(2), &[]).await;
+    let shard1 = members(&c, 0, 1).await;
+    let outsider = (0..4)
+        .find(|i| !shard1.contains(&c.addr(*i)))
+        .expect("a shard-0 node");
+    let owners: Vec<usize> = (0..4).filter(|i| shard1.contains(&c.addr(*i))).collect();
+    let batch_path = "/causalkv.v1.Replication/ForwardBatch";
+    let mut batched = 0;
+    for round in 0..5 {
+        // 64 writes at once at a node of shard 0: about half are forwarded to shard 1
+        let puts = (0..64).map(|k| {
+            let key = format!("cf{round}-{k}");
+            let c = &c;
+            async move {
+                let value = json!({"k": k, "round": round, "s": "x".repeat(k)});
+                let (s, b) = c.put(outsider, &key, value.clone(), &Value::Null).await;
+                (key, value, s, b)
+            }
+        });
+        let written = futures::future::join_all(puts).await;
+        let mut forwarded = 0;
+        for (key, _, s, b) in &written {
+            assert_eq!(s, &201, "{key}: {b}");
+            assert!(b["causal-metadata"].is_string(), "{key}: {b}");
+            forwarded += usize::from(b["shard-id"] == json!(1));
+        }
+        assert!(forwarded > 0, "no key of shard 1 among 64");
+        // each reads back its own value, through the forwarder too, all at once
+        let gets = written.iter().map(|(key, value, _, b)| {
+            let c = &c;
+            let meta = b["causal-metadata"].clone();
+            async move {
+                let (s, got) = c.get(outsider, key, &meta).await;
+                assert_eq!((s, &got["value"]), (200, value), "{key}: {got}");
+            }
+        });
+        futures::future::join_all(gets).await;
+        for i in &owners {
+            batched += grpc_calls(&c, *i, batch_path).await;
+        }
+        if batched > 0 {
+            break;
+        }
+    }
+    assert!(
+        batched > 0,
+        "5 rounds of 64 concurrent requests and no forward shared a ForwardBatch call"
+    );
+}

@@ -85,6 +85,58 @@ pub fn value(obj: &Map<String, Value>, max_bytes: usize) -> Result<Option<Arc<st
     Ok(Some(text.into()))
 }
 
+/// A `/kvs` answer written directly, with the bytes `json!` would give (keys in sorted order):
+/// a found value's stored JSON text is copied in as it is (it was validated when written or
+/// received), never parsed and serialized again.
+pub fn kv_answer(
+    status: axum::http::StatusCode,
+    result: &str,
+    token: Option<&str>,
+    shard: u32,
+    value: Option<&str>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut b =
+        String::with_capacity(64 + token.map_or(4, str::len) + value.map_or(0, str::len) + 12);
+    b.push_str("{\"causal-metadata\":");
+    match token {
+        Some(t) => push_json_str(&mut b, t),
+        None => b.push_str("null"),
+    }
+    b.push_str(",\"result\":");
+    push_json_str(&mut b, result);
+    b.push_str(",\"shard-id\":");
+    let _ = std::fmt::Write::write_fmt(&mut b, format_args!("{shard}"));
+    if let Some(v) = value {
+        b.push_str(",\"value\":");
+        b.push_str(v);
+    }
+    b.push('}');
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        b,
+    )
+        .into_response()
+}
+
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b' ' | b'.'))
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // serializing a str cannot fail
+        out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
+}
+
 /// Parses stored JSON text back into a value for a response.
 pub fn stored_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -124,6 +176,28 @@ mod tests {
         let t = CausalMetadata::empty().encode();
         let body = format!(r#"{{"causal-metadata": "{t}"}}"#);
         assert!(metadata(&obj_of(&body).unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn direct_answers_are_the_bytes_json_would_give() {
+        use axum::http::StatusCode;
+        use http_body_util::BodyExt;
+        let cases = [
+            ("created", Some("ckv2-AbC_9-x"), 1, None),
+            ("found", None, 0, Some(r#"{"a":[1,2.5,"é\n"],"b":null}"#)),
+            ("found", Some("we\"ird\\token\n"), 7, Some("\"text\"")),
+        ];
+        for (result, token, shard, value) in cases {
+            let resp = kv_answer(StatusCode::OK, result, token, shard, value);
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            let got = resp.into_body().collect().await.unwrap().to_bytes();
+            let mut expected =
+                serde_json::json!({"result": result, "causal-metadata": token, "shard-id": shard});
+            if let Some(v) = value {
+                expected["value"] = stored_value(v);
+            }
+            assert_eq!(got, serde_json::to_vec(&expected).unwrap());
+        }
     }
 
     #[test]

@@ -88,28 +88,25 @@ async fn kv(node: Node, key: String, method: Method, raw: Bytes) -> ApiResult {
     let reply = node.execute(&key, op, meta, Duration::ZERO).await;
     let token = reply.metadata.as_ref().map(|m| m.encode());
     let shard = reply.shard;
+    // answers written directly (body::kv_answer): the same bytes as json!, without building
+    // a Value, and a found value's JSON text copied in rather than parsed and serialized again
     let written = |status, result: &str| {
-        ok(
-            status,
-            json!({"result": result, "causal-metadata": token, "shard-id": shard}),
-        )
-        .map(|r| super::mark_written(r, reply.written.as_ref()))
+        Ok(super::mark_written(
+            body::kv_answer(status, result, token.as_deref(), shard, None),
+            reply.written.as_ref(),
+        ))
     };
     match reply.outcome {
         Outcome::Created => written(StatusCode::CREATED, "created"),
         Outcome::Replaced => written(StatusCode::OK, "replaced"),
         Outcome::Deleted => written(StatusCode::OK, "deleted"),
-        Outcome::Found => {
-            let value = reply
-                .value
-                .as_deref()
-                .map(body::stored_value)
-                .unwrap_or(Value::Null);
-            ok(
-                StatusCode::OK,
-                json!({"result": "found", "value": value, "causal-metadata": token, "shard-id": shard}),
-            )
-        }
+        Outcome::Found => Ok(body::kv_answer(
+            StatusCode::OK,
+            "found",
+            token.as_deref(),
+            shard,
+            Some(reply.value.as_deref().unwrap_or("null")),
+        )),
         Outcome::NotFound => Ok((
             StatusCode::NOT_FOUND,
             Json(json!({"error": "Key does not exist", "shard-id": shard})),

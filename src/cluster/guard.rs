@@ -105,18 +105,25 @@ impl Node {
     /// (cached, see `net::resolve`).
     pub async fn is_member_ip(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        let members: Vec<String> = {
+        // Every internal call asks: IP literals are checked under the lock without copying
+        // anything; only members named by host name are collected, to be resolved.
+        let names: Vec<String> = {
             let st = self.state();
-            std::iter::once(self.me.to_string())
-                .chain(self.cfg.view.iter().cloned())
-                .chain(st.map.assignment.keys().cloned())
-                .chain(st.liveness.peers().map(|(a, _)| a.to_string()))
-                .collect()
+            let mut names = Vec::new();
+            let members = std::iter::once(&*self.me)
+                .chain(self.cfg.view.iter().map(String::as_str))
+                .chain(st.map.assignment.keys().map(String::as_str))
+                .chain(st.liveness.peers().map(|(a, _)| a));
+            for a in members {
+                match ip_of(a) {
+                    Some(a) if canonical(a) == ip => return true,
+                    Some(_) => {}
+                    None => names.push(a.to_string()),
+                }
+            }
+            names
         };
-        if members.iter().any(|a| ip_of(a).map(canonical) == Some(ip)) {
-            return true;
-        }
-        for name in members.iter().filter(|a| ip_of(a).is_none()) {
+        for name in names.iter() {
             if ips_of(name).await.contains(&ip) {
                 return true;
             }

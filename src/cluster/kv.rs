@@ -43,18 +43,15 @@ impl Node {
         if matches!(op, KvOp::Put(_) | KvOp::Delete) && !self.wait_no_reshard(RESHARD_WAIT).await {
             return OpReply::bare(Outcome::Unavailable("resharding in progress".into()), 0);
         }
-        let (owner, mine, targets) = {
+        let (owner, mine) = {
             let st = self.state();
-            let owner = st.map.shard_for_key(key);
-            (
-                owner,
-                st.my_shard(&self.me),
-                st.contact_order(owner, &self.me),
-            )
+            (st.map.shard_for_key(key), st.my_shard(&self.me))
         };
         if mine == Some(owner) {
             return self.execute_local(key, op, meta, wait).await;
         }
+        // only a forwarded operation needs the owner's members in contact order
+        let targets = self.state().contact_order(owner, &self.me);
         self.forward(key, op, &meta, wait, owner, targets).await
     }
 

@@ -261,6 +261,10 @@ impl Node {
 
     /// Waits (bounded) until start-up state transfer is done; false on timeout.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
+        // the common case, without a timer per request
+        if *self.ready.borrow() {
+            return true;
+        }
         let mut rx = self.ready.subscribe();
         tokio::time::timeout(limit, rx.wait_for(|r| *r))
             .await

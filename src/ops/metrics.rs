@@ -4,12 +4,12 @@
 //!
 //! Must not: label by raw request path (unbounded cardinality), or hold the node's lock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -70,6 +70,9 @@ pub struct GrpcMethod {
 
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// REST instrument handles by route, then method and status.
+type RestHandles = HashMap<String, HashMap<(Method, u16), (Counter, Histogram)>>;
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(FIRST_BUCKET_SECONDS, 2.0, BUCKETS))
 }
@@ -82,6 +85,9 @@ pub struct Metrics {
     grpc_requests: Family<GrpcLabels, Counter>,
     grpc_latency: Hist<GrpcMethod>,
     grpc_seen: Mutex<HashSet<String>>,
+    /// Handles of the REST instruments by route, then method and status: a request finds its
+    /// counter and histogram without building (allocating) a label set.
+    rest_handles: Mutex<RestHandles>,
     window: Window,
 }
 
@@ -123,6 +129,7 @@ impl Metrics {
             grpc_requests,
             grpc_latency,
             grpc_seen: Mutex::new(HashSet::new()),
+            rest_handles: Mutex::new(HashMap::new()),
             window: Window::default(),
         })
     }
@@ -151,8 +158,40 @@ impl Metrics {
         "other".to_string()
     }
 
+    /// The counter and latency histogram of REST requests to `route` answered `status`.
+    fn rest(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+        let mut handles = self.rest_handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handles
+            .get(route)
+            .and_then(|m| m.get(&(method.clone(), status)))
+        {
+            return h.clone();
+        }
+        let counter = self
+            .http_requests
+            .get_or_create(&HttpLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .clone();
+        let histogram = self
+            .http_latency
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+            })
+            .clone();
+        let h = (counter, histogram);
+        handles
+            .entry(route.to_string())
+            .or_default()
+            .insert((method.clone(), status), h.clone());
+        h
+    }
+
     /// Records one answered request.
-    fn record(&self, route: Option<&str>, path: &str, method: &str, resp: &Response, t: f64) {
+    fn record(&self, route: Option<&str>, path: &str, method: &Method, resp: &Response, t: f64) {
         let grpc = route.is_some_and(|r| r.ends_with("/{*rest}"));
         if grpc {
             let method = self.grpc_label(path);
@@ -173,38 +212,30 @@ impl Metrics {
                 .observe(t);
             return;
         }
-        let route = route.unwrap_or("unmatched").to_string();
-        if !super::is_ops_route(&route) {
+        let route = route.unwrap_or("unmatched");
+        if !super::is_ops_route(route) {
             self.window.record(t);
         }
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                route: route.clone(),
-                method: method.to_string(),
-                status: resp.status().as_u16(),
-            })
-            .inc();
-        self.http_latency
-            .get_or_create(&RouteLabels {
-                route,
-                method: method.to_string(),
-            })
-            .observe(t);
+        let (counter, latency) = self.rest(route, method, resp.status().as_u16());
+        counter.inc();
+        latency.observe(t);
     }
 }
 
 /// Middleware (`axum::middleware::from_fn_with_state`) that counts and times every request.
 pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let path = req.uri().path().to_string();
-    let method = req.method().to_string();
+    // cheap clones (an Arc, a standard method); the path is copied only for gRPC calls
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let path = route
+        .as_ref()
+        .filter(|r| r.as_str().ends_with("/{*rest}"))
+        .map(|_| req.uri().path().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
     let resp = next.run(req).await;
     m.record(
-        route.as_deref(),
+        route.as_ref().map(MatchedPath::as_str),
         &path,
         &method,
         &resp,

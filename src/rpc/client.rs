@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use tonic::transport::{Channel, Endpoint};
 
 use super::auth::SignedChannel;
@@ -16,6 +16,7 @@ use super::convert::{
     change_kind_to_pb, clock_from_pb, clock_to_pb, forward_to_pb, map_from_pb, map_to_pb,
     reply_from_pb, write_to_pb, writes_from_pb,
 };
+use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::pb;
 use super::pb::admin_client::AdminClient;
 use super::pb::membership_client::MembershipClient;
@@ -52,6 +53,8 @@ pub struct GrpcPeers {
     tls: Option<tonic::transport::ClientTlsConfig>,
     /// Which responders' metadata-token keys may be adopted (keyless clusters); none until set.
     key_sources: std::sync::OnceLock<KeySourceFilter>,
+    /// Forwarded operations waiting to share a call, per member.
+    lanes: Lanes,
 }
 
 /// True when an error's cause chain holds a refused TCP connection (nothing was sent).
@@ -97,6 +100,7 @@ impl GrpcPeers {
             cluster_key: None,
             tls: None,
             key_sources: std::sync::OnceLock::new(),
+            lanes: Lanes::default(),
         }
     }
 
@@ -187,6 +191,15 @@ impl GrpcPeers {
         Ok(signed(channel))
     }
 
+    /// What sends forwarded operations to `to` (owned: a batch is sent by a spawned task).
+    fn batch_sender(&self, to: &str) -> PeerResult<BatchSender> {
+        Ok(BatchSender {
+            channel: self.channel(to)?,
+            timeout: self.timeout,
+            max_message: self.max_message,
+        })
+    }
+
     fn request<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(timeout);
@@ -201,6 +214,75 @@ impl GrpcPeers {
             Ok(r) => r.map_err(status_to_error),
             Err(_) => Err(PeerError::Unreachable("deadline exceeded".into())),
         }
+    }
+}
+
+/// Sends forwarded operations to one member: alone (`Forward`) or batched (`ForwardBatch`).
+#[derive(Clone)]
+struct BatchSender {
+    channel: SignedChannel,
+    timeout: Duration,
+    max_message: usize,
+}
+
+impl BatchSender {
+    fn client(&self) -> ReplicationClient<SignedChannel> {
+        ReplicationClient::new(self.channel.clone())
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message)
+    }
+
+    /// One operation, one `Forward` call.
+    async fn one(&self, msg: pb::ForwardRequest) -> PeerResult<OpReply> {
+        let timeout = self.timeout + Duration::from_millis(msg.wait_ms);
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(timeout);
+        let r = with_deadline(timeout, self.client().forward(r))
+            .await?
+            .into_inner();
+        reply_from_pb(r).map_err(status_to_error)
+    }
+
+    /// Sends `ops` (cut into messages of bounded size) and hands every operation its answer.
+    /// A member that does not know `ForwardBatch` (an older version) gets them one by one.
+    async fn batch(self, ops: Vec<Waiting>) {
+        let sends = chunks(ops).into_iter().map(|chunk| {
+            let (reqs, answers): (Vec<_>, Vec<_>) = chunk.into_iter().unzip();
+            let this = self.clone();
+            async move {
+                let mut r = tonic::Request::new(pb::ForwardBatchRequest { ops: reqs.clone() });
+                r.set_timeout(this.timeout);
+                let answer = match with_deadline(this.timeout, this.client().forward_batch(r)).await
+                {
+                    Err(PeerError::Refused(m)) if m.starts_with("Unimplemented") => {
+                        let each = reqs.into_iter().map(|q| this.one(q));
+                        for (tx, r) in answers.into_iter().zip(join_all(each).await) {
+                            let _ = tx.send(r);
+                        }
+                        return;
+                    }
+                    a => a.map(|r| r.into_inner().replies),
+                };
+                deliver(answers, answer, |r| {
+                    if r.outcome == pb::Outcome::BadRequest as i32 {
+                        return Err(PeerError::Refused(format!("InvalidArgument: {}", r.detail)));
+                    }
+                    reply_from_pb(r).map_err(status_to_error)
+                });
+            }
+        });
+        join_all(sends).await;
+    }
+}
+
+/// Bounds `f` by `timeout` (besides the `grpc-timeout` the server enforces).
+async fn with_deadline<T, F>(timeout: Duration, f: F) -> PeerResult<T>
+where
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r.map_err(status_to_error),
+        Err(_) => Err(PeerError::Unreachable("deadline exceeded".into())),
     }
 }
 
@@ -369,16 +451,30 @@ impl Peers for GrpcPeers {
     fn forward(&self, to: &str, op: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
         let to = to.to_string();
         Box::pin(async move {
-            let mut c = ReplicationClient::new(self.channel(&to)?)
-                .max_decoding_message_size(self.max_message)
-                .max_encoding_message_size(self.max_message);
-            let timeout = self.timeout + op.wait;
             let msg = forward_to_pb(op);
-            let r = self
-                .deadline(timeout, c.forward(self.request(msg, timeout)))
-                .await?
-                .into_inner();
-            reply_from_pb(r).map_err(status_to_error)
+            let sender = self.batch_sender(&to)?;
+            if msg.wait_ms > 0 {
+                return sender.one(msg).await;
+            }
+            let orphaned = sender.clone();
+            let orphans = Box::new(move |ops: Vec<Waiting>| {
+                tokio::spawn(orphaned.batch(ops));
+            });
+            match self.lanes.join(&to, msg, orphans) {
+                Turn::Follow(answer) => answer.await.unwrap_or_else(|_| Err(abandoned())),
+                Turn::Lead(leader, answer) => {
+                    // let every other ready task queue its operation behind this one
+                    tokio::task::yield_now().await;
+                    let mut ops = leader.take();
+                    if ops.len() == 1
+                        && let Some((msg, _)) = ops.pop()
+                    {
+                        return sender.one(msg).await;
+                    }
+                    tokio::spawn(sender.batch(ops));
+                    answer.await.unwrap_or_else(|_| Err(abandoned()))
+                }
+            }
         })
     }
 

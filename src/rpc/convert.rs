@@ -347,6 +347,15 @@ pub fn reply_to_pb(r: OpReply) -> pb::ForwardResponse {
     }
 }
 
+/// The answer to one operation of a batch that failed validation.
+pub fn bad_request_reply(detail: &str) -> pb::ForwardResponse {
+    pb::ForwardResponse {
+        outcome: pb::Outcome::BadRequest as i32,
+        detail: detail.to_string(),
+        ..Default::default()
+    }
+}
+
 /// Wire → operation reply.
 pub fn reply_from_pb(r: pb::ForwardResponse) -> Result<OpReply, Status> {
     let outcome = match pb::Outcome::try_from(r.outcome) {

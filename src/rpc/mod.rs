@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod convert;
+pub mod forward_batch;
 pub mod service;
 pub mod tls;
 

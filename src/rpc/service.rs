@@ -103,6 +103,27 @@ impl pb::replication_server::Replication for Services {
         let reply = self.0.execute_local(&f.key, f.op, f.metadata, f.wait).await;
         Ok(Response::new(reply_to_pb(reply)))
     }
+
+    async fn forward_batch(
+        &self,
+        req: Request<pb::ForwardBatchRequest>,
+    ) -> Result<Response<pb::ForwardBatchResponse>, Status> {
+        let ops = req.into_inner().ops;
+        if ops.len() > super::forward_batch::MAX_OPS {
+            return Err(Status::invalid_argument("too many operations in one batch"));
+        }
+        // Each operation is validated and run as a `Forward` would be; they run concurrently
+        // and are answered in order. One invalid operation fails alone.
+        let replies = futures::future::join_all(ops.into_iter().map(|r| async move {
+            let max_bytes = self.0.cfg.max_value_bytes;
+            match forward_from_pb(r, max_bytes, self.0.cfg.legacy_wait) {
+                Ok(f) => reply_to_pb(self.0.execute_local(&f.key, f.op, f.metadata, f.wait).await),
+                Err(s) => convert::bad_request_reply(s.message()),
+            }
+        }))
+        .await;
+        Ok(Response::new(pb::ForwardBatchResponse { replies }))
+    }
 }
 
 #[tonic::async_trait]

@@ -78,12 +78,7 @@ async fn kv(map: Map, key: String, method: Method, raw: Bytes) -> Response {
         KvOp::Get => {
             let found = map.stripe(&key).get(&key).cloned();
             return match found {
-                Some(v) => (
-                    StatusCode::OK,
-                    Json(json!({"result": "found", "value": body::stored_value(&v),
-                        "causal-metadata": token, "shard-id": 0})),
-                )
-                    .into_response(),
+                Some(v) => body::kv_answer(StatusCode::OK, "found", Some(&token), 0, Some(&v)),
                 None => not_found(),
             };
         }
@@ -91,11 +86,8 @@ async fn kv(map: Map, key: String, method: Method, raw: Bytes) -> Response {
     if status == StatusCode::NOT_FOUND {
         return not_found();
     }
-    (
-        status,
-        Json(json!({"result": answer, "causal-metadata": token, "shard-id": 0})),
-    )
-        .into_response()
+    // the same rendering as causalkv's handlers (api::current)
+    body::kv_answer(status, answer, Some(&token), 0, None)
 }
 
 fn not_found() -> Response {

@@ -1,0 +1,264 @@
+//! Batching of forwarded client operations: concurrent forwards to the same member share one
+//! `ForwardBatch` call instead of one `Forward` call (and its HTTP/2 frames, flushes and system
+//! calls at both ends) each.
+//!
+//! No timer is involved. The first operation queued for a member becomes the batch's *leader*:
+//! it yields to the scheduler once, so every other task that is ready to run (other client
+//! requests being parsed) can queue its operation behind it, then takes whatever is queued.
+//! Alone, it sends a plain `Forward` from its own task (a lone request pays nothing extra);
+//! otherwise a spawned task sends the batch and hands each operation its answer. The next
+//! operation queued after the leader took the batch leads the next batch, so batches never wait
+//! for one another (no head-of-line blocking behind a slow or dead member).
+//!
+//! Only operations that do not wait for dependencies are batched (a legacy request that may
+//! wait up to `CKV_LEGACY_WAIT_MS` would hold its batch's answers back); those still go alone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::pb;
+use crate::cluster::batch::MAX_BATCH_BYTES;
+use crate::cluster::op::OpReply;
+use crate::cluster::peers::{PeerError, PeerResult};
+
+/// Most operations in one batch (the server refuses more).
+pub const MAX_OPS: usize = 512;
+
+/// An operation waiting for its batch, and where its answer goes.
+pub type Waiting = (pb::ForwardRequest, oneshot::Sender<PeerResult<OpReply>>);
+
+/// Operations queued for one member.
+#[derive(Default)]
+struct Lane {
+    ops: Vec<Waiting>,
+    /// A leader has queued and will take the batch.
+    leading: bool,
+}
+
+/// The lanes of every member forwarded to.
+#[derive(Default)]
+pub struct Lanes(Mutex<HashMap<String, Arc<Mutex<Lane>>>>);
+
+/// Where a queued operation's answer comes from.
+pub type Answer = oneshot::Receiver<PeerResult<OpReply>>;
+
+/// How a queued operation is to be sent.
+pub enum Turn {
+    /// This caller leads a batch: after [`Leader::take`], send it; a batch's answer for this
+    /// caller's own operation arrives on the receiver.
+    Lead(Leader, Answer),
+    /// Another caller leads: the answer arrives here.
+    Follow(Answer),
+}
+
+/// The leader's hold on its lane. Dropped before [`Leader::take`] (the leader's request was
+/// cancelled while yielding), it hands the queued operations to a spawned task all the same.
+pub struct Leader {
+    lane: Option<Arc<Mutex<Lane>>>,
+    orphans: Option<Box<dyn FnOnce(Vec<Waiting>) + Send>>,
+}
+
+fn lock(lane: &Mutex<Lane>) -> std::sync::MutexGuard<'_, Lane> {
+    lane.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Lanes {
+    /// Queues `op` for `to`. `orphans` sends a batch whose leader was cancelled.
+    pub fn join(
+        &self,
+        to: &str,
+        op: pb::ForwardRequest,
+        orphans: Box<dyn FnOnce(Vec<Waiting>) + Send>,
+    ) -> Turn {
+        let lane = {
+            let mut lanes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            lanes.entry(to.to_string()).or_default().clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut l = lock(&lane);
+        l.ops.push((op, tx));
+        if l.leading {
+            return Turn::Follow(rx);
+        }
+        l.leading = true;
+        drop(l);
+        Turn::Lead(
+            Leader {
+                lane: Some(lane),
+                orphans: Some(orphans),
+            },
+            rx,
+        )
+    }
+}
+
+impl Leader {
+    /// Takes the batch (the leader's own operation first); the next operation queued leads
+    /// the next batch.
+    pub fn take(mut self) -> Vec<Waiting> {
+        self.lane.take().map(|l| take(&l)).unwrap_or_default()
+    }
+}
+
+fn take(lane: &Mutex<Lane>) -> Vec<Waiting> {
+    let mut l = lock(lane);
+    l.leading = false;
+    std::mem::take(&mut l.ops)
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let (Some(lane), Some(send)) = (self.lane.take(), self.orphans.take()) {
+            let ops = take(&lane);
+            if !ops.is_empty() {
+                send(ops);
+            }
+        }
+    }
+}
+
+/// Splits `ops` into batches of at most [`MAX_OPS`] operations and about [`MAX_BATCH_BYTES`]
+/// of values and tokens (at least one operation each), so no message outgrows the decode limit.
+pub fn chunks(ops: Vec<Waiting>) -> Vec<Vec<Waiting>> {
+    let mut out: Vec<Vec<Waiting>> = Vec::new();
+    let mut bytes = 0;
+    for w in ops {
+        let size = w.0.value.len() + w.0.metadata.len() + w.0.key.len() + 16;
+        match out.last_mut() {
+            Some(last) if last.len() < MAX_OPS && bytes + size <= MAX_BATCH_BYTES => {
+                bytes += size;
+                last.push(w);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![w]);
+            }
+        }
+    }
+    out
+}
+
+/// Hands each operation of a batch its answer: the replies in order, or the call's error for
+/// every operation (a batch that may have been applied leaves every write's outcome unknown).
+pub fn deliver(
+    to: Vec<oneshot::Sender<PeerResult<OpReply>>>,
+    answer: PeerResult<Vec<pb::ForwardResponse>>,
+    convert: impl Fn(pb::ForwardResponse) -> PeerResult<OpReply>,
+) {
+    match answer {
+        Ok(replies) if replies.len() == to.len() => {
+            for (tx, r) in to.into_iter().zip(replies) {
+                let _ = tx.send(convert(r));
+            }
+        }
+        Ok(replies) => {
+            let e = PeerError::Refused(format!(
+                "batch of {} operations answered with {} replies",
+                to.len(),
+                replies.len()
+            ));
+            for tx in to {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for tx in to {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The answer of a batch's operation that went missing (its batch's task ended without
+/// answering): the operation may have been applied.
+pub fn abandoned() -> PeerError {
+    PeerError::Unreachable("forward batch abandoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(key: &str, value_len: usize) -> pb::ForwardRequest {
+        pb::ForwardRequest {
+            kind: pb::OpKind::Put as i32,
+            key: key.into(),
+            value: "x".repeat(value_len),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_first_leads_the_others_follow_and_the_next_after_a_take_leads_again() {
+        let lanes = Lanes::default();
+        let noop = || Box::new(|_: Vec<Waiting>| {}) as Box<dyn FnOnce(Vec<Waiting>) + Send>;
+        let t1 = lanes.join("a", op("k1", 1), noop());
+        let t2 = lanes.join("a", op("k2", 1), noop());
+        let t3 = lanes.join("b", op("k3", 1), noop());
+        let (Turn::Lead(l1, _), Turn::Follow(_), Turn::Lead(_l3, _)) = (t1, t2, t3) else {
+            panic!("wrong turns");
+        };
+        let batch = l1.take();
+        assert_eq!(
+            batch.iter().map(|w| w.0.key.as_str()).collect::<Vec<_>>(),
+            ["k1", "k2"]
+        );
+        let t4 = lanes.join("a", op("k4", 1), noop());
+        assert!(matches!(t4, Turn::Lead(..)));
+    }
+
+    #[test]
+    fn a_cancelled_leader_hands_its_batch_on() {
+        let lanes = Lanes::default();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let s = sent.clone();
+        let orphans = Box::new(move |ops: Vec<Waiting>| {
+            s.lock().unwrap().extend(ops.into_iter().map(|w| w.0.key));
+        });
+        let t1 = lanes.join("a", op("k1", 1), orphans);
+        let _t2 = lanes.join("a", op("k2", 1), Box::new(|_| {}));
+        drop(t1);
+        assert_eq!(*sent.lock().unwrap(), ["k1", "k2"]);
+        let t3 = lanes.join("a", op("k3", 1), Box::new(|_| {}));
+        assert!(matches!(t3, Turn::Lead(..)), "the lane is free again");
+    }
+
+    #[test]
+    fn batches_are_cut_by_count_and_bytes() {
+        let many: Vec<Waiting> = (0..MAX_OPS + 3)
+            .map(|i| (op(&format!("k{i}"), 1), oneshot::channel().0))
+            .collect();
+        let sizes: Vec<usize> = chunks(many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_OPS, 3]);
+        let big: Vec<Waiting> = (0..3)
+            .map(|i| {
+                (
+                    op(&format!("k{i}"), MAX_BATCH_BYTES / 2),
+                    oneshot::channel().0,
+                )
+            })
+            .collect();
+        assert_eq!(chunks(big).len(), 3);
+    }
+
+    #[test]
+    fn answers_go_back_in_order_and_a_short_answer_fails_every_operation() {
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let reply = |detail: &str| pb::ForwardResponse {
+            outcome: pb::Outcome::NotFound as i32,
+            detail: detail.into(),
+            ..Default::default()
+        };
+        let convert = |r: pb::ForwardResponse| Err(PeerError::Refused(r.detail));
+        deliver(vec![tx1, tx2], Ok(vec![reply("1"), reply("2")]), convert);
+        assert_eq!(rx1.try_recv().unwrap(), Err(PeerError::Refused("1".into())));
+        assert_eq!(rx2.try_recv().unwrap(), Err(PeerError::Refused("2".into())));
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        deliver(vec![tx1, tx2], Ok(vec![reply("1")]), convert);
+        assert!(rx1.try_recv().unwrap().is_err() && rx2.try_recv().unwrap().is_err());
+    }
+}
