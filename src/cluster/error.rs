@@ -66,6 +66,9 @@ pub enum Error {
         /// Its reason.
         reason: String,
     },
+    /// The task running a reshard ended abnormally (a panic).
+    #[error("reshard task failed: {0}")]
+    TaskFailed(String),
     /// A reshard or add-member failed; everything it had prepared was undone.
     #[error("Reshard failed and was rolled back: {0}")]
     RolledBack(Box<Error>),

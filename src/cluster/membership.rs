@@ -106,7 +106,13 @@ impl Node {
         let t = self.state().contact(peer, reply.incarnation);
         self.log_transition(peer, t, "heartbeat answered");
         if let Some(map) = reply.map {
-            self.install_map(map);
+            if self.commits_staging(&map) {
+                // a reshard's commit that missed us: merge the staged keys off the lock first
+                let node = self.clone();
+                tokio::spawn(async move { node.commit_map(map).await });
+            } else {
+                self.install_map(map);
+            }
         }
         let sync = {
             let mut guard = self.state();

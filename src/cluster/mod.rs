@@ -6,6 +6,7 @@
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
 pub mod batch;
+pub mod commit;
 pub mod error;
 pub mod forward;
 pub mod guard;
@@ -54,6 +55,23 @@ struct Staging {
     pub since: Instant,
     /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
     pub bytes: usize,
+    /// Per slice of the replica's store, its stamp when this node's own keys of that slice were
+    /// last merged into `store` (0: never; see `commit`): the commit re-merges only slices
+    /// whose stamp has moved since, so it holds the lock for a few slices, not the whole store.
+    pub merged: Vec<u64>,
+}
+
+impl Staging {
+    /// An empty staging area for `map`.
+    pub fn new(map: ShardMap) -> Self {
+        Self {
+            map,
+            store: Store::new(),
+            since: Instant::now(),
+            bytes: 0,
+            merged: vec![0; crate::domain::store::SLICES],
+        }
+    }
 }
 
 /// Mutable node state, behind one short-held mutex. Private to `cluster/`: other layers read

@@ -13,6 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
 use super::batch::Batcher;
@@ -20,7 +22,7 @@ use super::status::ReshardPhase;
 use super::{Error, Node, Staging};
 use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
-use crate::domain::store::{SLICES, Store, Write};
+use crate::domain::store::{SLICES, Write};
 
 /// A prepared reshard that sees no commit within this time is dropped (its coordinator died).
 const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,10 +33,24 @@ const TRANSFER_BATCH: usize = 4_096;
 /// shard this in-memory store holds on the machines we run on, and a hard stop for a transfer
 /// that would otherwise grow without bound. Past it the reshard aborts; the old map stays.
 pub const MAX_STAGING_BYTES: usize = 4 << 30;
+/// Reshard batches a sender keeps in flight at once (over all targets): enough to overlap
+/// reading the store with sending and with the receivers' merging, few enough to bound memory
+/// (each is at most `batch::MAX_BATCH_BYTES` plus one value).
+const SENDS_IN_FLIGHT: usize = 4;
 
 impl Node {
-    /// Reshards the store into `shard_count` shards over the nodes of the view.
+    /// Reshards the store into `shard_count` shards over the nodes of the view. The reshard
+    /// runs in a task of its own, to its end (commit or abort everywhere), even when the caller
+    /// gives up waiting (the REST request timeout, a client that disconnects): cancelled half-way
+    /// it would leave every node prepared, client writes held, until the staging timeout.
     pub async fn reshard(&self, shard_count: u32) -> Result<(), Error> {
+        let node = self.clone();
+        tokio::spawn(async move { node.run_reshard(shard_count).await })
+            .await
+            .unwrap_or_else(|e| Err(Error::TaskFailed(e.to_string())))
+    }
+
+    async fn run_reshard(&self, shard_count: u32) -> Result<(), Error> {
         let (old, new) = {
             let st = self.state();
             let new = st.map.resharded(&st.liveness.view(), shard_count)?;
@@ -107,7 +123,7 @@ impl Node {
 
     async fn call_commit(&self, node: &str, map: &ShardMap) {
         if node == &*self.me {
-            self.install_map(map.clone());
+            self.commit_map(map.clone()).await;
         } else if let Err(e) = self.peers.commit_reshard(node, map).await {
             warn!(node = %self.me, peer = %node, error = %e, "commit not delivered; it will learn the map by heartbeat");
         }
@@ -170,18 +186,16 @@ impl Node {
             }
             return Err(Error::ChangeInProgress);
         }
-        st.staging = Some(Staging {
-            map,
-            store: Store::new(),
-            since: Instant::now(),
-            bytes: 0,
-        });
+        let replaced = st.staging.replace(Staging::new(map));
+        drop(st);
+        super::commit::drop_off_lock(replaced.map(|s| s.store));
         Ok(())
     }
 
     /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners,
     /// reading the store a slice at a time (never the whole store under the lock) and sending
-    /// each owner byte-bounded batches as they fill.
+    /// each owner byte-bounded batches as they fill, up to [`SENDS_IN_FLIGHT`] at once so that
+    /// reading, sending and the receivers' merging overlap.
     pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, Error> {
         self.catch_up_with_shard().await;
         let _permit = self.copy_permit().await?;
@@ -190,60 +204,82 @@ impl Node {
         let generation = self.state().replica.generation;
         // ordered, so the sends go out in the same order every run (simulations replay exactly)
         let mut batchers: BTreeMap<String, Batcher> = BTreeMap::new();
+        let mut in_flight = FuturesUnordered::new();
         let mut sent = 0u64;
         for i in 0..SLICES {
             let mut local = Vec::new();
             let mut full = Vec::new();
-            {
+            let slice = {
                 let st = self.state();
                 if st.replica.generation != generation {
                     return Err(Error::GenerationChanged);
                 }
-                for w in st.replica.store.slice(i, None) {
-                    let members = owners.get(&map.shard_for_key(&w.key));
-                    for m in members.into_iter().flatten() {
-                        if *m == *self.me {
-                            local.push(w.clone());
-                        } else if let Some(b) = batchers
-                            .entry(m.clone())
-                            .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
-                            .push(w.clone())
-                        {
-                            full.push((m.clone(), b));
-                        }
+                st.replica.store.slice(i, None)
+            };
+            for w in slice {
+                let Some(members) = owners.get(&map.shard_for_key(&w.key)) else {
+                    continue;
+                };
+                let mut w = Some(w);
+                for (n, m) in members.iter().enumerate() {
+                    // the last owner takes the write itself, the others a copy
+                    let Some(w) = (if n + 1 == members.len() {
+                        w.take()
+                    } else {
+                        w.clone()
+                    }) else {
+                        continue;
+                    };
+                    if *m == *self.me {
+                        local.push(w);
+                    } else if let Some(b) = batchers
+                        .entry(m.clone())
+                        .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
+                        .push(w)
+                    {
+                        full.push((m.clone(), b));
                     }
                 }
             }
             sent += local.len() as u64;
             self.stage(map.epoch, local)?;
-            sent += self.send_batches(map.epoch, full).await?;
+            in_flight.extend(
+                full.into_iter()
+                    .map(|(t, w)| self.send_batch(map.epoch, t, w)),
+            );
+            // start the new sends and collect finished ones without waiting...
+            while let Some(Some(r)) = in_flight.next().now_or_never() {
+                sent += r?;
+            }
+            // ...and wait only while too many are out
+            while in_flight.len() > SENDS_IN_FLIGHT {
+                sent += in_flight.next().await.unwrap_or(Ok(0))?;
+            }
+            tokio::task::yield_now().await;
         }
-        let rest = batchers
-            .into_iter()
-            .filter_map(|(t, mut b)| b.finish().map(|w| (t, w)))
-            .collect();
-        sent += self.send_batches(map.epoch, rest).await?;
+        in_flight.extend(
+            batchers
+                .into_iter()
+                .filter_map(|(t, mut b)| b.finish().map(|w| self.send_batch(map.epoch, t, w))),
+        );
+        while let Some(r) = in_flight.next().await {
+            sent += r?;
+        }
         Ok(sent)
     }
 
-    /// Sends each (target, batch) pair, concurrently; returns how many writes went out.
-    async fn send_batches(
+    /// Sends one batch of the reshard of `epoch` to `target`; returns how many writes went out.
+    async fn send_batch(
         &self,
         epoch: u64,
-        batches: Vec<(String, Vec<Write>)>,
+        target: String,
+        writes: Vec<Write>,
     ) -> Result<u64, Error> {
-        let sends = batches.into_iter().map(|(target, writes)| async move {
-            let n = writes.len() as u64;
-            self.peers
-                .receive_reshard_data(&target, epoch, writes)
-                .await
-                .map_err(|e| Error::peer(&target, e))?;
-            Ok::<u64, Error>(n)
-        });
-        let mut n = 0;
-        for r in join_all(sends).await {
-            n += r?;
-        }
+        let n = writes.len() as u64;
+        self.peers
+            .receive_reshard_data(&target, epoch, writes)
+            .await
+            .map_err(|e| Error::peer(&target, e))?;
         Ok(n)
     }
 
@@ -275,12 +311,10 @@ impl Node {
         let dropped = {
             let mut st = self.state();
             let matches = st.staging.as_ref().is_some_and(|s| s.map == *map);
-            if matches {
-                st.staging = None;
-            }
-            matches
+            matches.then(|| st.staging.take()).flatten()
         };
-        if dropped {
+        if let Some(staging) = dropped {
+            super::commit::drop_off_lock(Some(staging.store));
             info!(node = %self.me, epoch = map.epoch, "reshard aborted here");
             self.bump_delivered();
         }

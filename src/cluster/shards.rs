@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::peers::PeerError;
 use super::{Error, Node};
 use crate::domain::shard::{ShardId, ShardMap};
-use crate::domain::store::Store;
+use crate::domain::store::{SLICES, Store};
 
 /// How a node takes part in the cluster, decided by the shard map it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,11 @@ impl Node {
     /// Installs `map` if it is newer than ours. A new generation either commits the keys staged
     /// by a reshard or, if this node missed the reshard, restarts its replica empty and pulls its
     /// new shard's data; joining a shard pulls that shard's data. Returns true if installed.
+    /// A reshard's commit should come through [`Node::commit_map`], which merges this node's
+    /// own keys into the staged ones a slice at a time first; here only the slices changed
+    /// since are merged under the lock.
     pub fn install_map(&self, map: ShardMap) -> bool {
+        let mut replaced = None;
         let (need_sync, shard, keys, was) = {
             let mut guard = self.state();
             let st = &mut *guard;
@@ -58,18 +62,14 @@ impl Node {
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
             let need_sync = if map.generation > st.replica.generation {
+                // the slices not merged ahead of the commit (see `commit`); all of them when
+                // the map was learned without `commit_map`
+                super::commit::merge_changed(st, &self.me, &map, SLICES);
                 let staged = st.staging.take().filter(|s| s.map.epoch == map.epoch);
+                replaced = Some(std::mem::take(&mut st.replica.store));
                 match staged {
                     Some(staging) => {
-                        let mut store = staging.store;
-                        if let Some(s) = new_shard {
-                            for w in st.replica.store.writes() {
-                                if map.shard_for_key(&w.key) == s {
-                                    store.apply(w);
-                                }
-                            }
-                        }
-                        st.replica.reset(map.generation, store, true);
+                        st.replica.reset(map.generation, staging.store, true);
                         false
                     }
                     None => {
@@ -104,6 +104,7 @@ impl Node {
             }
             (need_sync, new_shard, st.replica.store.live_count(), was)
         };
+        super::commit::drop_off_lock(replaced);
         let (epoch, mode) = {
             let st = self.state();
             (st.map.epoch, Mode::of(&st.map, &self.me))

@@ -15,9 +15,12 @@ use super::replication::batch_size;
 use super::status::Counters;
 use super::{Node, scope};
 
-/// Bound on one whole pull (a full copy of a large shard streams for a while; a pull that takes
-/// longer is abandoned and retried by the next heartbeat's anti-entropy).
-const PULL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one whole pull. A full copy of a large shard streams for a while (1M keys of 100 B
+/// took ~30 s on 2 busy cores while the peer served a GET load), so the bound is generous and
+/// a stalled peer is caught by [`PULL_IDLE`] instead; an abandoned pull is retried later.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(300);
+/// A pull whose peer sends nothing for this long is abandoned (the peer stalled or died).
+const PULL_IDLE: Duration = Duration::from_secs(10);
 /// How many times a waiting pull checks for the running one to end (one pause apart: ~10 s).
 const SYNC_WAIT_TRIES: usize = 50;
 
@@ -91,7 +94,10 @@ impl Node {
             .await
             .map_err(|e| e.to_string())?;
         let (mut changed, mut received, mut bytes) = (0, 0, 0);
-        while let Some(part) = parts.next().await {
+        while let Some(part) = tokio::time::timeout(PULL_IDLE, parts.next())
+            .await
+            .map_err(|_| format!("no snapshot chunk for {} s", PULL_IDLE.as_secs()))?
+        {
             let mut st = self.state();
             match part.map_err(|e| e.to_string())? {
                 SnapshotPart::Writes { generation: g, .. }

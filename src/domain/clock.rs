@@ -18,8 +18,10 @@ impl VectorClock {
     /// maximum of duplicates.
     pub fn from_entries<I: IntoIterator<Item = (String, u64)>>(entries: I) -> Self {
         let mut clock = Self::new();
-        for (origin, seq) in entries {
-            clock.raise(&origin, seq);
+        for (origin, seq) in entries.into_iter().filter(|(_, s)| *s > 0) {
+            // the origin moves in: no copy (bulk transfers decode millions of clocks)
+            let at = clock.0.entry(origin).or_insert(seq);
+            *at = (*at).max(seq);
         }
         clock
     }
@@ -93,6 +95,11 @@ impl VectorClock {
     /// Entries in origin order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0.iter().map(|(o, s)| (o.as_str(), *s))
+    }
+
+    /// Entries in origin order, by value (no copies of the origins).
+    pub fn into_entries(self) -> impl Iterator<Item = (String, u64)> {
+        self.0.into_iter()
     }
 }
 

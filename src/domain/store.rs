@@ -6,6 +6,7 @@
 use super::table_hash::TableMap;
 use std::cmp::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::clock::VectorClock;
 use super::packed::{PackedClock, packed_pairs, put_varint};
@@ -15,6 +16,10 @@ use super::packed::{PackedClock, packed_pairs, put_varint};
 /// a millisecond, so heartbeats and client requests interleave. Growing one slice's table also
 /// rehashes only 1/256 of the keys.
 pub const SLICES: usize = 256;
+
+/// Source of slice stamps: every change to any store's slice takes the next number, so two equal
+/// stamps of a slice mean no change happened between them (see [`Store::stamp`]).
+static STAMPS: AtomicU64 = AtomicU64::new(1);
 
 /// The slice of `key`: FNV-1a of its bytes (stable, cheap for short keys).
 fn slice_of(key: &str) -> usize {
@@ -103,6 +108,7 @@ pub struct Store {
     origins: Vec<Arc<str>>,
     origin_ids: TableMap<Arc<str>, u32>,
     live: usize,
+    stamps: Vec<u64>,
 }
 
 impl Default for Store {
@@ -112,6 +118,7 @@ impl Default for Store {
             origins: Vec::new(),
             origin_ids: TableMap::default(),
             live: 0,
+            stamps: vec![0; SLICES],
         }
     }
 }
@@ -126,8 +133,21 @@ impl Store {
         self.slices[slice_of(key)].get(key).map(|b| &**b)
     }
 
+    /// The id of an interned origin: a scan while there are a few (the usual shard), else the
+    /// table (hashing the address costs more than comparing a handful).
+    fn origin_id(&self, origin: &str) -> Option<u32> {
+        if self.origins.len() <= 8 {
+            return self
+                .origins
+                .iter()
+                .position(|o| **o == *origin)
+                .map(|i| i as u32);
+        }
+        self.origin_ids.get(origin).copied()
+    }
+
     fn intern(&mut self, origin: &Arc<str>) -> u32 {
-        if let Some(&id) = self.origin_ids.get(origin) {
+        if let Some(id) = self.origin_id(origin) {
             return id;
         }
         let id = u32::try_from(self.origins.len()).expect("fewer than 2^32 origins");
@@ -139,8 +159,8 @@ impl Store {
     fn pack(&mut self, clock: &VectorClock) -> PackedClock {
         let mut out = PackedClock::new();
         for (origin, seq) in clock.iter() {
-            let id = match self.origin_ids.get(origin) {
-                Some(&id) => id,
+            let id = match self.origin_id(origin) {
+                Some(id) => id,
                 None => self.intern(&Arc::from(origin)),
             };
             put_varint(u64::from(id), &mut out);
@@ -213,23 +233,9 @@ impl Store {
             return Applied::Superseded;
         };
         let at = slice_of(&write.key);
-        let was_live = match self.slices[at].get(write.key.as_str()) {
-            Some(slot) => {
-                let stored = (
-                    u64::from(slot.generation),
-                    Self::clock_sum(slot),
-                    &*self.origins[slot.origin as usize],
-                    slot.seq,
-                );
-                if stored >= v.order_key() {
-                    return Applied::Superseded;
-                }
-                slot.value.is_some()
-            }
-            None => false,
+        let Some(was_live) = self.loses_to(at, &write.key, v.order_key()) else {
+            return Applied::Superseded;
         };
-        let now_live = write.value.is_some();
-        self.live = self.live + usize::from(now_live) - usize::from(was_live);
         let slot = Slot {
             seq: v.seq,
             value: write.value,
@@ -237,10 +243,34 @@ impl Store {
             generation,
             origin: self.intern(&v.origin),
         };
-        match self.slices[at].get_mut(write.key.as_str()) {
+        self.put(at, write.key, slot, was_live)
+    }
+
+    /// `None` when the stored version of `key` (in slice `at`) is at least `incoming`, else
+    /// whether the key had a live value.
+    fn loses_to(&self, at: usize, key: &str, incoming: (u64, u64, &str, u64)) -> Option<bool> {
+        match self.slices[at].get(key) {
+            Some(slot) => {
+                let stored = (
+                    u64::from(slot.generation),
+                    Self::clock_sum(slot),
+                    &*self.origins[slot.origin as usize],
+                    slot.seq,
+                );
+                (stored < incoming).then_some(slot.value.is_some())
+            }
+            None => Some(false),
+        }
+    }
+
+    /// Stores `slot` as `key`'s winning version (the caller checked it wins).
+    fn put(&mut self, at: usize, key: String, slot: Slot, was_live: bool) -> Applied {
+        self.live = self.live + usize::from(slot.value.is_some()) - usize::from(was_live);
+        self.stamps[at] = STAMPS.fetch_add(1, AtomicOrdering::Relaxed);
+        match self.slices[at].get_mut(key.as_str()) {
             Some(old) => **old = slot,
             None => {
-                self.slices[at].insert(write.key.into_boxed_str(), Box::new(slot));
+                self.slices[at].insert(key.into_boxed_str(), Box::new(slot));
             }
         }
         if was_live {
@@ -248,6 +278,38 @@ impl Store {
         } else {
             Applied::Created
         }
+    }
+
+    /// Applies `slot` of `src` as `key` (what [`Store::apply`] does with its write), copying the
+    /// packed form with the origins renumbered instead of decoding it into a [`Write`].
+    fn apply_slot(&mut self, src: &Store, key: &str, slot: &Slot) -> Applied {
+        let origin = &src.origins[slot.origin as usize];
+        let incoming = (
+            u64::from(slot.generation),
+            Self::clock_sum(slot),
+            &**origin,
+            slot.seq,
+        );
+        let at = slice_of(key);
+        let Some(was_live) = self.loses_to(at, key, incoming) else {
+            return Applied::Superseded;
+        };
+        let mut clock = PackedClock::new();
+        for (id, seq) in packed_pairs(&slot.clock) {
+            put_varint(
+                u64::from(self.intern(&src.origins[id as usize])),
+                &mut clock,
+            );
+            put_varint(seq, &mut clock);
+        }
+        let copy = Slot {
+            seq: slot.seq,
+            value: slot.value.clone(),
+            clock,
+            generation: slot.generation,
+            origin: self.intern(origin),
+        };
+        self.put(at, key.to_string(), copy, was_live)
     }
 
     fn write_of(&self, key: &str, slot: &Slot) -> Write {
@@ -290,17 +352,30 @@ impl Store {
             .collect()
     }
 
-    /// Keeps only the keys for which `keep` is true.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        for m in &mut self.slices {
-            m.retain(|k, _| keep(k));
+    /// The stamp of slice `i`: it changes whenever the slice does, and is 0 for a slice never
+    /// written. Equal stamps mean the slice is unchanged, so a copy of it taken earlier (e.g. a
+    /// reshard's merge, done a slice at a time off the lock) is still current.
+    pub fn stamp(&self, i: usize) -> u64 {
+        self.stamps.get(i).copied().unwrap_or(0)
+    }
+
+    /// Merges the entries of slice `i` whose key satisfies `keep` into `into` (a join: entries
+    /// `into` holds newer versions of stay). Returns how many entries were offered.
+    pub fn merge_slice_into(
+        &self,
+        i: usize,
+        into: &mut Store,
+        keep: impl Fn(&str) -> bool,
+    ) -> usize {
+        let Some(m) = self.slices.get(i) else {
+            return 0;
+        };
+        let mut n = 0;
+        for (k, s) in m.iter().filter(|(k, _)| keep(k)) {
+            into.apply_slot(self, k, s);
+            n += 1;
         }
-        self.live = self
-            .slices
-            .iter()
-            .flat_map(TableMap::values)
-            .filter(|s| s.value.is_some())
-            .count();
+        n
     }
 }
 
@@ -433,6 +508,48 @@ mod tests {
         let d = s.delta(1, &known);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].key, "y");
+    }
+
+    #[test]
+    fn stamps_move_with_changes_only_and_slices_merge_as_a_join() {
+        let mut s = Store::new();
+        assert!((0..SLICES).all(|i| s.stamp(i) == 0), "never written");
+        for i in 0..500u64 {
+            s.apply(write(
+                &format!("k{i}"),
+                "a",
+                i + 1,
+                &[("a", i + 1)],
+                Some("1"),
+            ));
+        }
+        let at = slice_of("k7");
+        let before: Vec<u64> = (0..SLICES).map(|i| s.stamp(i)).collect();
+        // a superseded write changes nothing, so no stamp moves
+        s.apply(write("k7", "a", 1, &[("a", 1)], Some("old")));
+        assert!((0..SLICES).all(|i| s.stamp(i) == before[i]));
+        s.apply(write("k7", "a", 900, &[("a", 900)], Some("new")));
+        let moved: Vec<usize> = (0..SLICES).filter(|&i| s.stamp(i) != before[i]).collect();
+        assert_eq!(moved, vec![at], "only the written key's slice");
+
+        // merging every slice, keys filtered, into a store holding a newer version of one key
+        let mut into = Store::new();
+        // (origin "b" first, so the copied slots' origins are renumbered)
+        into.apply(write("k8", "b", 1_000, &[("b", 1_000)], Some("newer")));
+        let even = |k: &str| k[1..].parse::<u64>().is_ok_and(|n| n % 2 == 0);
+        let offered: usize = (0..SLICES)
+            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .sum();
+        assert_eq!(offered, 250);
+        assert_eq!(into.live_count(), 250);
+        assert_eq!(into.get("k8").unwrap().value.as_deref(), Some("newer"));
+        assert_eq!(into.get("k2").unwrap(), s.get("k2").unwrap());
+        assert!(into.get("k7").is_none(), "filtered out");
+        // merging again is idempotent
+        let again: usize = (0..SLICES)
+            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .sum();
+        assert_eq!((again, into.live_count()), (250, 250));
     }
 
     #[test]

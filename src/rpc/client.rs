@@ -14,7 +14,7 @@ use super::auth::SignedChannel;
 use super::convert::{adopt_token_key, token_key_to_pb};
 use super::convert::{
     change_kind_to_pb, clock_from_pb, clock_to_pb, forward_to_pb, map_from_pb, map_to_pb,
-    reply_from_pb, write_to_pb, writes_from_pb,
+    reply_from_pb, write_into_pb, write_to_pb, writes_from_pb,
 };
 use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::pb;
@@ -39,6 +39,9 @@ use crate::net::connect::name_connector;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Bulk transfers (snapshots, reshard batches) may take longer than a control call.
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+/// A snapshot stream's deadline: as long as the puller's own bound on a whole pull (which also
+/// abandons a stream that stalls, much sooner).
+const SNAPSHOT_TIMEOUT: Duration = crate::cluster::sync::PULL_TIMEOUT;
 
 /// `Peers` over gRPC.
 pub struct GrpcPeers {
@@ -428,7 +431,10 @@ impl Peers for GrpcPeers {
             // A peer that does not start answering within the RPC deadline is skipped (it may be
             // paused); once it streams, the caller bounds the whole transfer.
             let stream = self
-                .deadline(self.timeout, c.snapshot(self.request(msg, BULK_TIMEOUT)))
+                .deadline(
+                    self.timeout,
+                    c.snapshot(self.request(msg, SNAPSHOT_TIMEOUT)),
+                )
                 .await?
                 .into_inner();
             let parts = stream.map(|chunk| {
@@ -536,7 +542,7 @@ impl Peers for GrpcPeers {
                 .max_encoding_message_size(self.max_message);
             let batch = pb::ReshardBatch {
                 epoch,
-                writes: writes.iter().map(write_to_pb).collect(),
+                writes: writes.into_iter().map(write_into_pb).collect(),
             };
             let stream = futures::stream::iter(vec![batch]);
             self.deadline(

@@ -46,6 +46,24 @@ pub fn address(what: &str, a: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// Addresses already checked while decoding one message: a batch of thousands of writes names
+/// the same few origins, so each is parsed once (up to 64 of them are remembered).
+#[derive(Default)]
+struct Checked(Vec<String>);
+
+impl Checked {
+    fn address(&mut self, what: &str, a: &str) -> Result<(), Status> {
+        if self.0.iter().any(|c| c == a) {
+            return Ok(());
+        }
+        address(what, a)?;
+        if self.0.len() < 64 {
+            self.0.push(a.to_string());
+        }
+        Ok(())
+    }
+}
+
 /// A key from the wire: at most 50 characters.
 pub fn key(k: &str) -> Result<(), Status> {
     if k.chars().count() > MAX_KEY_CHARS {
@@ -91,11 +109,18 @@ pub fn clock_to_pb(c: &VectorClock) -> Vec<pb::ClockEntry> {
 /// Wire entries → clock, bounded: at most `MAX_ENTRIES` entries of `IP:PORT` origins with
 /// counters below `MAX_SEQ`.
 pub fn clock_from_pb(entries: Vec<pb::ClockEntry>) -> Result<VectorClock, Status> {
+    checked_clock_from_pb(entries, &mut Checked::default())
+}
+
+fn checked_clock_from_pb(
+    entries: Vec<pb::ClockEntry>,
+    checked: &mut Checked,
+) -> Result<VectorClock, Status> {
     if entries.len() > MAX_ENTRIES {
         return Err(bad("clock has too many entries"));
     }
     for e in &entries {
-        address("clock origin", &e.origin)?;
+        checked.address("clock origin", &e.origin)?;
         if e.seq > MAX_SEQ {
             return Err(bad("clock counter out of range"));
         }
@@ -120,23 +145,49 @@ pub fn write_to_pb(w: &Write) -> pb::Write {
     }
 }
 
+/// Write → wire, by value: the key and the clock's origins move instead of being copied (bulk
+/// transfers convert every write of a store once).
+pub fn write_into_pb(w: Write) -> pb::Write {
+    let tombstone = w.value.is_none();
+    pb::Write {
+        key: w.key,
+        version: Some(pb::Version {
+            generation: w.version.generation,
+            origin: w.version.origin.to_string(),
+            seq: w.version.seq,
+            clock: w
+                .version
+                .clock
+                .into_entries()
+                .map(|(origin, seq)| pb::ClockEntry { origin, seq })
+                .collect(),
+        }),
+        value: w.value.as_deref().unwrap_or_default().to_string(),
+        tombstone,
+    }
+}
+
 /// Wire → write, rejecting writes without a version or with an invalid one (keys over 50
 /// characters, forged generations, counters out of range, a tombstone with a value). Value
 /// size and JSON validity need the node's limit: see [`check_values`].
 pub fn write_from_pb(w: pb::Write) -> Result<Write, Status> {
+    checked_write_from_pb(w, &mut Checked::default())
+}
+
+fn checked_write_from_pb(w: pb::Write, checked: &mut Checked) -> Result<Write, Status> {
     let v = w
         .version
         .ok_or_else(|| Status::invalid_argument("write without a version"))?;
     if v.seq == 0 || v.seq > MAX_SEQ {
         return Err(Status::invalid_argument("write with an invalid version"));
     }
-    address("write origin", &v.origin)?;
+    checked.address("write origin", &v.origin)?;
     key(&w.key)?;
     generation(v.generation)?;
     if w.tombstone && !w.value.is_empty() {
         return Err(bad("tombstone with a value"));
     }
-    let clock = clock_from_pb(v.clock)?;
+    let clock = checked_clock_from_pb(v.clock, checked)?;
     if clock.get(&v.origin) != v.seq {
         return Err(Status::invalid_argument(
             "write clock does not include the write",
@@ -156,7 +207,10 @@ pub fn write_from_pb(w: pb::Write) -> Result<Write, Status> {
 
 /// Many wire writes → writes.
 pub fn writes_from_pb(ws: Vec<pb::Write>) -> Result<Vec<Write>, Status> {
-    ws.into_iter().map(write_from_pb).collect()
+    let mut checked = Checked::default();
+    ws.into_iter()
+        .map(|w| checked_write_from_pb(w, &mut checked))
+        .collect()
 }
 
 /// Shard map → wire.

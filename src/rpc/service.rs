@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::Caller;
 use super::convert::{
     self, adopt_token_key, change_kind_from_pb, check_values, clock_from_pb, clock_to_pb,
-    forward_from_pb, map_from_pb, map_to_pb, reply_to_pb, token_key_to_pb, write_to_pb,
+    forward_from_pb, map_from_pb, map_to_pb, reply_to_pb, token_key_to_pb, write_into_pb,
     writes_from_pb,
 };
 use super::pb;
@@ -187,7 +187,7 @@ impl pb::membership_server::Membership for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(self.pushed_map(req.into_inner())?);
+        self.0.commit_map(self.pushed_map(req.into_inner())?).await;
         Ok(Response::new(pb::Ack {}))
     }
 }
@@ -215,7 +215,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
             .snapshot_stream(generation, known)
             .map(|part| match part {
                 Ok(SnapshotPart::Writes { generation, writes }) => Ok(pb::SnapshotChunk {
-                    writes: writes.iter().map(write_to_pb).collect(),
+                    writes: writes.into_iter().map(write_into_pb).collect(),
                     last: false,
                     generation,
                     clock: Vec::new(),
@@ -275,7 +275,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         &self,
         req: Request<pb::ShardMap>,
     ) -> Result<Response<pb::Ack>, Status> {
-        self.0.install_map(self.pushed_map(req.into_inner())?);
+        self.0.commit_map(self.pushed_map(req.into_inner())?).await;
         Ok(Response::new(pb::Ack {}))
     }
 

@@ -17,6 +17,7 @@ fn write_and_map_round_trip() {
         value: Some("{\"x\":1}".into()),
     };
     assert_eq!(write_from_pb(write_to_pb(&w)).unwrap(), w);
+    assert_eq!(write_into_pb(w.clone()), write_to_pb(&w));
     let tomb = Write {
         value: None,
         ..w.clone()
