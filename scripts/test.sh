@@ -5,7 +5,8 @@
 #   - chromium (Debian package) when missing and we are root (tests/ops.rs dashboard test)
 #   - deploy/k8s/validate.sh: the Kubernetes manifests against their schemas (kubernetes-validate
 #     from PyPI into the same venv) and their invariants, offline
-#   - cargo test: unit tests, scripted peers, real nodes on 127.x.y.z loopback
+#   - cargo test: unit tests, scripted peers, simulated clusters in paused time (tests/sim.rs),
+#     real nodes on 127.x.y.z loopback
 # Set CKV_DOCKER_E2E=1 to also run the Docker end-to-end suite (deploy/e2e.sh).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

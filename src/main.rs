@@ -1,7 +1,8 @@
 //! The `causalkv` binary: `serve` (the default) runs a node from environment variables;
 //! `local` runs a loopback cluster of child processes; `check` checks a recorded history;
 //! `bench` generates load and measures it; `ceiling` runs the benchmark's ceiling server;
-//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `status` prints
+//! `nemesis` runs a seeded fault-injection test against a loopback cluster; `sim` runs seeded
+//! random schedules over a simulated network; `status` prints
 //! what every node of a cluster reports about itself.
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,9 @@ enum Cmd {
     /// Seeded fault injection against a 2×3 loopback cluster (+ spare), one seed or a campaign;
     /// exit 1 unless every run is clean.
     Nemesis(tools::nemesis::cli::Args),
+    /// Deterministic simulation: seeded random schedules of client sessions and faults over
+    /// in-process nodes under simulated time, each history checked; exit 1 if a seed fails.
+    Sim(tools::sim::cli::Args),
 }
 
 /// mimalloc instead of glibc's malloc: the request path allocates many small short-lived
@@ -66,6 +70,9 @@ fn init_logging() {
         .init();
 }
 
+/// How long background work may run after the server stopped before the process exits.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The server's start path: configuration from the environment, then `server::run`; nothing
 /// from `tools`.
 fn serve(data_dir: Option<std::path::PathBuf>, recover_from_peers: bool) -> anyhow::Result<i32> {
@@ -74,7 +81,11 @@ fn serve(data_dir: Option<std::path::PathBuf>, recover_from_peers: bool) -> anyh
         cfg.storage.data_dir = data_dir;
     }
     cfg.storage.recover_from_peers |= recover_from_peers;
-    tokio::runtime::Runtime::new()?.block_on(causalkv::server::run(cfg))?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let served = rt.block_on(causalkv::server::run(cfg));
+    // Background tasks (lazy peer connections, DNS, the storage writer) must not hold the exit.
+    rt.shutdown_timeout(SHUTDOWN_GRACE);
+    served?;
     Ok(0)
 }
 
@@ -96,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ceiling(args) => tools::ceiling::main(args)?,
         Cmd::Status(args) => tools::status::main(args)?,
         Cmd::Nemesis(args) => tools::nemesis::cli::main(args)?,
+        Cmd::Sim(args) => tools::sim::cli::main(args).map_err(anyhow::Error::msg)?,
     };
     if code != 0 {
         std::process::exit(code);

@@ -28,8 +28,6 @@ use crate::rpc::tls::TlsMaterial;
 /// causal-metadata token of up to 1024 clock entries. A larger value still gets the contract's
 /// 400 from the handler; only far larger bodies are cut off (413) before being read.
 const BODY_SLACK: usize = 256 << 10;
-/// How long in-flight requests may run after SIGTERM before the process exits.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Errors that stop a server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -198,17 +196,15 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         }
     });
     let stopper = node.clone();
+    // `serve` stops accepting at the signal and drains open connections for a bounded time
+    // (peers keep HTTP/2 connections open; they do not hold the exit), then returns.
     hardening::serve(listener, app, limits, acceptor, async move {
         shutdown_signal().await;
         info!(node = %stopper.me, "shutting down");
         stopper.shutdown();
-        // Peers keep HTTP/2 connections open; do not let them hold the exit forever.
-        tokio::spawn(async {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-            std::process::exit(0);
-        });
     })
     .await;
+    info!(node = %node.me, "stopped");
     Ok(())
 }
 

@@ -1,122 +1,26 @@
-//! Bounded transfer at the level of the cluster layer (issue 19), over a scripted `Peers`: a
+//! Bounded transfer at the level of the cluster layer (issue 19), over the scripted `Peers` of `cluster::scripted`: a
 //! cancelled `SendReshardData` frees the one-pull-at-a-time guard, and replication batches a peer
 //! refuses are split until they pass, or dropped to anti-entropy when they never do.
 
 mod common;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use causalkv::cluster::Node;
-use causalkv::cluster::kv::OpReply;
-use causalkv::cluster::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
-    SnapshotPart, SnapshotStream,
-};
+use causalkv::cluster::scripted::ScriptedPeers;
 use causalkv::config::Config;
 use causalkv::domain::clock::VectorClock;
-use causalkv::domain::shard::{ShardId, ShardMap};
+use causalkv::domain::shard::ShardMap;
 use causalkv::domain::store::{Version, Write};
 use common::eventually;
-use futures::future::BoxFuture;
-use futures::{StreamExt, stream};
-
-/// A `Peers` that refuses replication batches above `max_batch` writes (as a decode limit
-/// would), and whose first snapshot never answers (a stalled peer).
-#[derive(Default)]
-struct Scripted {
-    max_batch: usize,
-    snapshots: AtomicUsize,
-    accepted: Mutex<Vec<String>>,
-    attempts: Mutex<Vec<usize>>,
-}
-
-fn down<T: Send + 'static>() -> BoxFuture<'static, PeerResult<T>> {
-    Box::pin(async { Err(PeerError::Unreachable("scripted".into())) })
-}
-
-impl Peers for Scripted {
-    fn replicate(&self, _to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
-        Box::pin(async move {
-            self.attempts.lock().expect("lock").push(writes.len());
-            if writes.len() > self.max_batch {
-                return Err(PeerError::Refused("OutOfRange: message too large".into()));
-            }
-            let mut acc = self.accepted.lock().expect("lock");
-            acc.extend(writes.into_iter().map(|w| w.key));
-            Ok(())
-        })
-    }
-    fn heartbeat(&self, _: &str, _: u64, _: u64) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
-        down()
-    }
-    fn announce(&self, _: &str, _: u64) -> BoxFuture<'_, PeerResult<AnnounceReply>> {
-        down()
-    }
-    fn view_change(
-        &self,
-        _: &str,
-        _: ChangeKind,
-        _: &str,
-        _: u64,
-    ) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-    fn install_map(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-    fn snapshot(
-        &self,
-        _: &str,
-        generation: u64,
-        _: Option<&VectorClock>,
-    ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
-        let first = self.snapshots.fetch_add(1, Ordering::SeqCst) == 0;
-        Box::pin(async move {
-            if first {
-                std::future::pending::<()>().await;
-            }
-            let end = SnapshotPart::End {
-                generation,
-                clock: VectorClock::new(),
-            };
-            Ok(stream::iter([Ok(end)]).boxed())
-        })
-    }
-    fn forward(&self, _: &str, _: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
-        down()
-    }
-    fn key_count(&self, _: &str, _: ShardId) -> BoxFuture<'_, PeerResult<u64>> {
-        down()
-    }
-    fn prepare_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-    fn send_reshard_data(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
-        down()
-    }
-    fn receive_reshard_data(
-        &self,
-        _: &str,
-        _: u64,
-        _: Vec<Write>,
-    ) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-    fn commit_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-    fn abort_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
-        down()
-    }
-}
 
 const ME: &str = "127.250.0.2:8090";
 const PEER: &str = "127.250.0.3:8090";
 
-fn node(peers: Arc<Scripted>) -> Node {
+fn node(peers: Arc<ScriptedPeers>) -> Node {
     let cfg = Config::from_vars(|k| match k {
         "SOCKET_ADDRESS" => Some(ME.into()),
         "VIEW" => Some(format!("{ME},{PEER}")),
@@ -142,7 +46,10 @@ fn write(k: usize) -> Write {
 
 #[tokio::test]
 async fn a_cancelled_send_reshard_data_leaves_the_node_able_to_pull() {
-    let peers = Arc::new(Scripted::default());
+    let peers = Arc::new(ScriptedPeers {
+        stall_first_snapshot: true,
+        ..ScriptedPeers::default()
+    });
     let n = node(peers.clone());
     assert_eq!(n.sync_sources(), vec![PEER.to_string()]);
     let map = ShardMap::initial(&[ME.to_string(), PEER.to_string()], 1);
@@ -161,9 +68,9 @@ async fn a_cancelled_send_reshard_data_leaves_the_node_able_to_pull() {
 
 #[tokio::test]
 async fn refused_batches_are_split_until_they_pass() {
-    let peers = Arc::new(Scripted {
-        max_batch: 8,
-        ..Scripted::default()
+    let peers = Arc::new(ScriptedPeers {
+        max_batch: Some(8),
+        ..ScriptedPeers::default()
     });
     let n = node(peers.clone());
     for k in 0..100 {
@@ -193,9 +100,9 @@ async fn refused_batches_are_split_until_they_pass() {
 
 #[tokio::test]
 async fn a_batch_that_never_passes_falls_back_to_anti_entropy() {
-    let peers = Arc::new(Scripted {
-        max_batch: 0,
-        ..Scripted::default()
+    let peers = Arc::new(ScriptedPeers {
+        max_batch: Some(0),
+        ..ScriptedPeers::default()
     });
     let n = node(peers.clone());
     for k in 0..300 {

@@ -181,7 +181,13 @@ async fn a_truncated_data_directory_is_refused_or_recovered_from_peers() {
     let mut c = durable_cluster(3, None, &dirs, &[]).await;
     let mut sessions = write_load(&c, 4, 100, |cl| cl % 3).await;
     // the journal's tail: writes node 2 accepted itself (its peers hold them)
-    sessions.extend(write_load_as("tail", &c, 1, 40, |_| 2).await);
+    let tail = write_load_as("tail", &c, 1, 40, |_| 2).await;
+    // The premise: the peers received the tail before the crash (replication is asynchronous;
+    // on a busy machine it can lag the acknowledgement), so what the damaged disk lost is
+    // still held elsewhere.
+    all_readable(&c, 0, &tail).await;
+    all_readable(&c, 1, &tail).await;
+    sessions.extend(tail);
     c.kill(2);
     truncate_journal_tail(&dirs.node(2));
     // Started plainly it either refuses, naming the directory, or starts from what the engine

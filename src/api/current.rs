@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use super::body;
 use super::error::ApiError;
 use super::kv_input::{Dialect, Method, parse};
+use crate::cluster::Error as ShardOpError;
 use crate::cluster::Node;
-use crate::cluster::kv::Outcome;
-use crate::cluster::shards::ShardOpError;
+use crate::cluster::op::Outcome;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -184,7 +184,7 @@ pub fn shard_error(e: ShardOpError) -> ApiError {
         ShardOpError::NotEnoughNodes | ShardOpError::AlreadyAssigned(..) => {
             ApiError::BadRequest(e.to_string())
         }
-        ShardOpError::Failed(_) => ApiError::Unavailable(e.to_string()),
+        _ => ApiError::Unavailable(e.to_string()),
     }
 }
 

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 
 use super::body;
-use crate::cluster::kv::KvOp;
+use crate::cluster::op::KvOp;
 use crate::domain::metadata::CausalMetadata;
 
 /// What was wrong with a key-value request.

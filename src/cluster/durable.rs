@@ -195,7 +195,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cluster::kv::{KvOp, Outcome};
+    use crate::cluster::op::{KvOp, Outcome};
     use crate::cluster::scripted::ScriptedPeers;
     use crate::config::Config;
     use crate::domain::metadata::CausalMetadata;
@@ -227,7 +227,7 @@ mod tests {
             .collect()
     }
 
-    async fn put(n: &Node, key: &str, meta: CausalMetadata) -> crate::cluster::kv::OpReply {
+    async fn put(n: &Node, key: &str, meta: CausalMetadata) -> crate::cluster::op::OpReply {
         n.execute_local(key, KvOp::Put("1".into()), meta, Duration::ZERO)
             .await
     }

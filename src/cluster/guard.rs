@@ -69,7 +69,7 @@ impl Node {
     pub fn forget_strangers(&self) -> usize {
         let mut guard = self.state();
         let st = &mut *guard;
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let strangers: Vec<String> = st
             .liveness
             .peers()

@@ -1,12 +1,13 @@
 //! Client key-value operations: route to the owning shard (forwarding over `Peers`), check
 //! causal dependencies, apply locally, and hand the write to replication.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use tokio::time::Instant;
+
+use super::op::{KvOp, OpReply, Outcome};
 use super::{Node, scope};
 use crate::domain::metadata::CausalMetadata;
-use crate::domain::shard::ShardId;
 use crate::domain::store::Applied;
 use crate::domain::write_id::WriteId;
 
@@ -34,76 +35,6 @@ struct Written {
     write: crate::domain::store::Write,
     targets: Vec<String>,
     stored: crate::storage::Ticket,
-}
-
-/// A client operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum KvOp {
-    /// Write the JSON text given.
-    Put(Arc<str>),
-    /// Read.
-    Get,
-    /// Delete.
-    Delete,
-}
-
-/// The outcome of a client operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// PUT of a key that had no live value.
-    Created,
-    /// PUT over a live value.
-    Replaced,
-    /// GET hit.
-    Found,
-    /// DELETE hit.
-    Deleted,
-    /// GET or DELETE of a key with no live value.
-    NotFound,
-    /// The node has not applied writes the metadata depends on.
-    Unsatisfied,
-    /// No member of the owning shard answered.
-    CannotForward(String),
-    /// The node is not in a state to serve (starting, resharding, not the owner).
-    Unavailable(String),
-}
-
-/// The reply to a client operation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpReply {
-    /// What happened.
-    pub outcome: Outcome,
-    /// The value read (GET hit), as JSON text.
-    pub value: Option<Arc<str>>,
-    /// The metadata to hand back to the client (success outcomes).
-    pub metadata: Option<CausalMetadata>,
-    /// The shard that owns the key.
-    pub shard: ShardId,
-    /// The write this operation made (PUT, DELETE hit).
-    pub written: Option<WriteId>,
-}
-
-impl Outcome {
-    /// True for the outcomes of an operation that took place (a write applied, a read done).
-    pub fn is_success(&self) -> bool {
-        matches!(
-            self,
-            Outcome::Created | Outcome::Replaced | Outcome::Found | Outcome::Deleted
-        )
-    }
-}
-
-impl OpReply {
-    /// A reply with no value or metadata.
-    pub(super) fn bare(outcome: Outcome, shard: ShardId) -> Self {
-        Self {
-            outcome,
-            value: None,
-            metadata: None,
-            shard,
-            written: None,
-        }
-    }
 }
 
 impl Node {
@@ -193,7 +124,7 @@ impl Node {
         }
         // Checked under the lock: no write is applied once a reshard is prepared here, so the
         // reshard's catch-up sees every acknowledged write.
-        if !matches!(op, KvOp::Get) && st.staging.is_some() {
+        if !matches!(op, KvOp::Get) && st.resharding() {
             return Attempt::Frozen;
         }
         let reply = match op {
@@ -269,7 +200,7 @@ impl Node {
         let deadline = Instant::now() + limit;
         let mut delivered = self.delivered.subscribe();
         loop {
-            if self.state().staging.is_none() {
+            if !self.state().resharding() {
                 return true;
             }
             let now = Instant::now();

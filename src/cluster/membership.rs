@@ -2,7 +2,9 @@
 //! failure is verified by our own probe), and the flap-damped re-admission of peers that were
 //! cut off. Start-up is in `startup`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 use tracing::{info, warn};
@@ -127,7 +129,7 @@ impl Node {
                 && same_shard
                 && st.liveness.in_view(peer)
                 && reply.generation == st.replica.generation
-                && st.staging.is_none();
+                && !st.resharding();
             // Sync only when we still lack what the peer had delivered one heartbeat ago:
             // writes in flight under steady load do not count as lag.
             let in_scope = super::scope(&st.map, &self.me);

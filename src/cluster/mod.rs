@@ -8,14 +8,15 @@
 pub mod batch;
 pub mod commit;
 pub mod durable;
+pub mod error;
 pub mod forward;
 pub mod guard;
 pub mod kv;
 pub mod membership;
+pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
-#[cfg(test)]
 pub mod scripted;
 pub mod shards;
 pub mod snapshot;
@@ -27,9 +28,10 @@ pub mod sync;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::domain::clock::VectorClock;
@@ -40,15 +42,18 @@ use crate::domain::store::Store;
 use peers::Peers;
 use replication::Outbound;
 
-/// Keys staged for a reshard that is in progress on this node.
+pub use error::Error;
+
+/// A map change prepared on this node (see `reshard`): a reshard, with the keys staged for it,
+/// or an add-member (no keys; client writes go on).
 #[derive(Debug)]
-pub struct Staging {
+struct Staging {
     /// The map being installed.
     pub map: ShardMap,
     /// Keys received for this node's new shard.
     pub store: Store,
     /// When the reshard was prepared (for the abort timeout).
-    pub since: std::time::Instant,
+    pub since: Instant,
     /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
     pub bytes: usize,
     /// Per slice of the replica's store, its stamp when this node's own keys of that slice were
@@ -63,16 +68,17 @@ impl Staging {
         Self {
             map,
             store: Store::new(),
-            since: std::time::Instant::now(),
+            since: Instant::now(),
             bytes: 0,
             merged: vec![0; crate::domain::store::SLICES],
         }
     }
 }
 
-/// Mutable node state, behind one short-held mutex.
+/// Mutable node state, behind one short-held mutex. Private to `cluster/`: other layers read
+/// [`Node::status`] and call methods.
 #[derive(Debug)]
-pub struct State {
+struct State {
     /// This node's replica of its shard.
     pub replica: Replica,
     /// The shard map in force.
@@ -99,7 +105,15 @@ impl State {
     pub fn contact(&mut self, peer: &str, incarnation: u64) -> crate::domain::liveness::Transition {
         let now = Instant::now();
         self.last_contact.insert(peer.to_string(), now);
-        self.liveness.contact(peer, incarnation, now)
+        self.liveness.contact(peer, incarnation, now.into_std())
+    }
+
+    /// True while a reshard (a change of data generation) is prepared here: client writes wait.
+    /// A prepared add-member holds nothing.
+    pub fn resharding(&self) -> bool {
+        self.staging
+            .as_ref()
+            .is_some_and(|s| s.map.generation != self.map.generation)
     }
 
     /// This node's shard, `None` for a spare.
@@ -221,9 +235,16 @@ pub fn now_ms() -> u64 {
 }
 
 impl Node {
-    /// A node that has not joined yet (see [`membership::start`]), its state in memory only.
+    /// A node that has not joined yet (see [`Node::start`]), its state in memory only; its
+    /// incarnation is the wall clock.
     pub fn new(cfg: Config, peers: Arc<dyn Peers>) -> Self {
         Self::build(cfg, peers, None, now_ms())
+    }
+
+    /// A node with a given incarnation, in memory only (a simulation numbers its processes
+    /// itself; a restart must have a higher one than the process before it).
+    pub fn with_incarnation(cfg: Config, peers: Arc<dyn Peers>, incarnation: u64) -> Self {
+        Self::build(cfg, peers, None, incarnation)
     }
 
     fn build(
@@ -267,7 +288,7 @@ impl Node {
     }
 
     /// Locks the state. Never hold the guard across an `.await`.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -4,6 +4,7 @@
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+use super::op::{ForwardOp, OpReply};
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::Write;
@@ -96,19 +97,6 @@ pub enum ChangeKind {
     Removed,
 }
 
-/// A client operation forwarded to the owning shard.
-#[derive(Clone, Debug)]
-pub struct ForwardOp {
-    /// What to do.
-    pub op: crate::cluster::kv::KvOp,
-    /// The key.
-    pub key: String,
-    /// The client's metadata token ("" for none).
-    pub metadata: String,
-    /// How long the owner may wait for dependencies.
-    pub wait_ms: u64,
-}
-
 /// What other nodes do for this one. Every call has a deadline.
 pub trait Peers: Send + Sync + 'static {
     /// Sends a batch of writes (stamped with the send time on the wire, so the receiver can drop
@@ -142,11 +130,7 @@ pub trait Peers: Send + Sync + 'static {
         known: Option<&VectorClock>,
     ) -> BoxFuture<'_, PeerResult<SnapshotStream>>;
     /// Runs a client operation on the peer (which owns the key).
-    fn forward(
-        &self,
-        to: &str,
-        op: ForwardOp,
-    ) -> BoxFuture<'_, PeerResult<crate::cluster::kv::OpReply>>;
+    fn forward(&self, to: &str, op: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>>;
     /// The peer's live key count for its shard.
     fn key_count(&self, to: &str, shard: ShardId) -> BoxFuture<'_, PeerResult<u64>>;
     /// Reshard phase 1 on the peer.

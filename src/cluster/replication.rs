@@ -171,7 +171,7 @@ impl Node {
                     _ = shutdown.changed() => return,
                 }
             }
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             let n = batch.len();
             let (writes, bytes) = batch_size(&batch);
             let Err(e) = self.send_with_retry(&peer, &batch).await else {

@@ -7,8 +7,10 @@
 //!
 //! Any failure before commit aborts everywhere: the old map and data stay in force.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
@@ -16,9 +18,8 @@ use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
 use super::batch::Batcher;
-use super::shards::ShardOpError;
 use super::status::ReshardPhase;
-use super::{Node, Staging};
+use super::{Error, Node, Staging};
 use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::{SLICES, Write};
@@ -42,14 +43,14 @@ impl Node {
     /// runs in a task of its own, to its end (commit or abort everywhere), even when the caller
     /// gives up waiting (the REST request timeout, a client that disconnects): cancelled half-way
     /// it would leave every node prepared, client writes held, until the staging timeout.
-    pub async fn reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
+    pub async fn reshard(&self, shard_count: u32) -> Result<(), Error> {
         let node = self.clone();
         tokio::spawn(async move { node.run_reshard(shard_count).await })
             .await
-            .unwrap_or_else(|e| Err(ShardOpError::Failed(format!("reshard task failed: {e}"))))
+            .unwrap_or_else(|e| Err(Error::TaskFailed(e.to_string())))
     }
 
-    async fn run_reshard(&self, shard_count: u32) -> Result<(), ShardOpError> {
+    async fn run_reshard(&self, shard_count: u32) -> Result<(), Error> {
         let (old, new) = {
             let st = self.state();
             let new = st.map.resharded(&st.liveness.view(), shard_count)?;
@@ -94,8 +95,8 @@ impl Node {
         &self,
         nodes: &[String],
         map: &ShardMap,
-        e: String,
-    ) -> Result<(), ShardOpError> {
+        e: Error,
+    ) -> Result<(), Error> {
         super::status::Counters::add(&self.stats.reshards_failed, 1);
         self.stats.set_reshard_phase(ReshardPhase::Idle);
         warn!(node = %self.me, error = %e, "reshard aborted");
@@ -107,19 +108,17 @@ impl Node {
             }
         }))
         .await;
-        Err(ShardOpError::Failed(format!(
-            "Reshard failed and was rolled back: {e}"
-        )))
+        Err(Error::RolledBack(Box::new(e)))
     }
 
-    async fn call_prepare(&self, node: &str, map: &ShardMap) -> Result<(), String> {
+    pub(super) async fn call_prepare(&self, node: &str, map: &ShardMap) -> Result<(), Error> {
         if node == &*self.me {
             return self.prepare_reshard(map.clone());
         }
         self.peers
             .prepare_reshard(node, map)
             .await
-            .map_err(|e| format!("{node}: {e}"))
+            .map_err(|e| Error::peer(node, e))
     }
 
     async fn call_commit(&self, node: &str, map: &ShardMap) {
@@ -136,12 +135,12 @@ impl Node {
         old: &ShardMap,
         shard: u32,
         new: &ShardMap,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Error> {
         let mut members = { self.state().contact_order(shard, &self.me) };
         if old.shard_of(&self.me) == Some(shard) {
             members.insert(0, self.me.to_string());
         }
-        let mut last = format!("shard {shard} has no live member");
+        let mut last = Error::NoLiveMember(shard);
         for m in members {
             let r = if m == *self.me {
                 self.send_reshard_data(new.clone()).await
@@ -149,30 +148,43 @@ impl Node {
                 self.peers
                     .send_reshard_data(&m, new)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| Error::peer(&m, e))
             };
             match r {
                 Ok(n) => return Ok(n),
-                Err(e) => last = format!("{m}: {e}"),
+                Err(e @ Error::Peer { .. }) => last = e,
+                Err(e) => {
+                    last = Error::Refused {
+                        node: m,
+                        reason: e.to_string(),
+                    }
+                }
             }
         }
         Err(last)
     }
 
-    /// Phase 1 here: open the staging area; client writes wait until commit or abort.
-    pub fn prepare_reshard(&self, map: ShardMap) -> Result<(), String> {
+    /// Phase 1 here: open the staging area for the change to `map` (a reshard: client writes
+    /// wait until commit or abort; an add-member: nothing waits). At most one change is prepared
+    /// at a time: another map, even of the same epoch, is refused until the first commits,
+    /// aborts or times out, so of two changes racing from different nodes at most one is
+    /// prepared everywhere (the other's coordinator sees a refusal and aborts). Preparing the
+    /// same map again is a no-op.
+    pub fn prepare_reshard(&self, map: ShardMap) -> Result<(), Error> {
         let mut st = self.state();
         if map.epoch <= st.map.epoch {
-            return Err(format!(
-                "stale reshard epoch {} (have {})",
-                map.epoch, st.map.epoch
-            ));
+            return Err(Error::StaleEpoch {
+                got: map.epoch,
+                have: st.map.epoch,
+            });
         }
         if let Some(s) = &st.staging
-            && s.map.epoch != map.epoch
             && s.since.elapsed() < STAGING_TIMEOUT
         {
-            return Err("another reshard is in progress".into());
+            if s.map == map {
+                return Ok(());
+            }
+            return Err(Error::ChangeInProgress);
         }
         self.persist_staged(&map, Vec::new());
         let replaced = st.staging.replace(Staging::new(map));
@@ -185,13 +197,14 @@ impl Node {
     /// reading the store a slice at a time (never the whole store under the lock) and sending
     /// each owner byte-bounded batches as they fill, up to [`SENDS_IN_FLIGHT`] at once so that
     /// reading, sending and the receivers' merging overlap.
-    pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, String> {
+    pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, Error> {
         self.catch_up_with_shard().await;
-        let _permit = self.copy_permit().await.map_err(|e| e.to_string())?;
+        let _permit = self.copy_permit().await?;
         let owners: HashMap<ShardId, Vec<String>> =
             map.ids().into_iter().map(|s| (s, map.members(s))).collect();
         let generation = self.state().replica.generation;
-        let mut batchers: HashMap<String, Batcher> = HashMap::new();
+        // ordered, so the sends go out in the same order every run (simulations replay exactly)
+        let mut batchers: BTreeMap<String, Batcher> = BTreeMap::new();
         let mut in_flight = FuturesUnordered::new();
         let mut sent = 0u64;
         for i in 0..SLICES {
@@ -200,7 +213,7 @@ impl Node {
             let slice = {
                 let st = self.state();
                 if st.replica.generation != generation {
-                    return Err("the data generation changed during the reshard copy".into());
+                    return Err(Error::GenerationChanged);
                 }
                 st.replica.store.slice(i, None)
             };
@@ -262,27 +275,25 @@ impl Node {
         epoch: u64,
         target: String,
         writes: Vec<Write>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Error> {
         let n = writes.len() as u64;
         self.peers
             .receive_reshard_data(&target, epoch, writes)
             .await
-            .map_err(|e| format!("{target}: {e}"))?;
+            .map_err(|e| Error::peer(&target, e))?;
         Ok(n)
     }
 
     /// Stores keys received for the reshard of `epoch`. Past [`MAX_STAGING_BYTES`] the batch is
     /// refused: the sender's transfer fails and the coordinator aborts the reshard everywhere,
     /// so the old map and data stay in force (nothing is lost; the operator gets an error).
-    pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), String> {
+    pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), Error> {
         let mut st = self.state();
         match st.staging.as_mut() {
             Some(s) if s.map.epoch == epoch => {
                 let bytes: usize = writes.iter().map(write_bytes).sum();
                 if s.bytes.saturating_add(bytes) > MAX_STAGING_BYTES {
-                    return Err(format!(
-                        "reshard staging over {MAX_STAGING_BYTES} bytes on this node"
-                    ));
+                    return Err(Error::StagingFull(MAX_STAGING_BYTES));
                 }
                 s.bytes += bytes;
                 let map = s.map.clone();
@@ -292,18 +303,17 @@ impl Node {
                 self.persist_staged(&map, writes);
                 Ok(())
             }
-            _ => Err(format!("no reshard of epoch {epoch} is prepared here")),
+            _ => Err(Error::NotPrepared(epoch)),
         }
     }
 
-    /// Abort here: drop staged keys, let client writes through again.
+    /// Abort here: drop staged keys, let client writes through again. Only the change to
+    /// exactly `map` is dropped: the abort of a change that lost a race must not undo the
+    /// winner's.
     pub fn abort_reshard(&self, map: &ShardMap) {
         let dropped = {
             let mut st = self.state();
-            let matches = st
-                .staging
-                .as_ref()
-                .is_some_and(|s| s.map.epoch == map.epoch);
+            let matches = st.staging.as_ref().is_some_and(|s| s.map == *map);
             if matches {
                 drop(self.persist(vec![crate::storage::Change::Unstaged]));
             }

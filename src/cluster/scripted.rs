@@ -1,27 +1,48 @@
-//! Test support: a `Peers` whose answers a test scripts per call, for cluster behaviour that
-//! depends on what peers answer (forwarding after a timeout, ...). Every call not scripted
-//! fails as a refused connection. Compiled for tests only.
+//! A `Peers` whose answers a test scripts, for one node's behaviour in front of peers that answer
+//! in a given way (forwarding after a timeout, batches refused above a size, a snapshot that
+//! never answers). Every call not scripted fails as a refused connection. Test support, kept in
+//! `cluster/` so the cluster's own unit tests and `tests/` share it; the simulated network
+//! (`tools/sim/`) is for whole clusters, this is for one node and a precise answer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use super::kv::OpReply;
+use super::op::{ForwardOp, OpReply};
 use super::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
     SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::Write;
 
-/// Scripted answers to `forward`, per target, in call order; records every forward call.
+/// Scripted peers: forward answers per target in call order; replication batches refused above
+/// `max_batch` writes (as a decode limit would; `None`: every batch passes); snapshots that
+/// answer with nothing, the first one stalling forever when `stall_first_snapshot`.
 #[derive(Default)]
 pub struct ScriptedPeers {
-    forwards: Mutex<HashMap<String, VecDeque<PeerResult<OpReply>>>>,
+    /// Scripted forward answers per target (see [`ScriptedPeers::on_forward`]).
+    pub forwards: Mutex<HashMap<String, VecDeque<PeerResult<OpReply>>>>,
     /// Targets of the forward calls made, in order.
     pub forwarded_to: Mutex<Vec<String>>,
+    /// Replication batches above this many writes are refused.
+    pub max_batch: Option<usize>,
+    /// The first snapshot never answers (a stalled peer).
+    pub stall_first_snapshot: bool,
+    /// Snapshot calls made.
+    pub snapshots: AtomicUsize,
+    /// Keys of the replicated writes accepted, in order.
+    pub accepted: Mutex<Vec<String>>,
+    /// Sizes of the replication batches sent, in order.
+    pub attempts: Mutex<Vec<usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn refused<T: Send + 'static>() -> BoxFuture<'static, PeerResult<T>> {
@@ -31,14 +52,23 @@ fn refused<T: Send + 'static>() -> BoxFuture<'static, PeerResult<T>> {
 impl ScriptedPeers {
     /// The next `forward` to `to` answers `answer`.
     pub fn on_forward(&self, to: &str, answer: PeerResult<OpReply>) {
-        let mut f = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
-        f.entry(to.to_string()).or_default().push_back(answer);
+        lock(&self.forwards)
+            .entry(to.to_string())
+            .or_default()
+            .push_back(answer);
     }
 }
 
 impl Peers for ScriptedPeers {
-    fn replicate(&self, _: &str, _: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
-        refused()
+    fn replicate(&self, _: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+        Box::pin(async move {
+            lock(&self.attempts).push(writes.len());
+            if self.max_batch.is_some_and(|max| writes.len() > max) {
+                return Err(PeerError::Refused("OutOfRange: message too large".into()));
+            }
+            lock(&self.accepted).extend(writes.into_iter().map(|w| w.key));
+            Ok(())
+        })
     }
     fn heartbeat(&self, _: &str, _: u64, _: u64) -> BoxFuture<'_, PeerResult<HeartbeatReply>> {
         refused()
@@ -61,20 +91,25 @@ impl Peers for ScriptedPeers {
     fn snapshot(
         &self,
         _: &str,
-        _: u64,
+        generation: u64,
         _: Option<&VectorClock>,
     ) -> BoxFuture<'_, PeerResult<SnapshotStream>> {
-        refused()
+        let first = self.snapshots.fetch_add(1, Ordering::SeqCst) == 0;
+        let stall = first && self.stall_first_snapshot;
+        Box::pin(async move {
+            if stall {
+                std::future::pending::<()>().await;
+            }
+            let end = SnapshotPart::End {
+                generation,
+                clock: VectorClock::new(),
+            };
+            Ok(futures::stream::iter([Ok(end)]).boxed())
+        })
     }
     fn forward(&self, to: &str, _: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
-        self.forwarded_to
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(to.to_string());
-        let answer = self
-            .forwards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.forwarded_to).push(to.to_string());
+        let answer = lock(&self.forwards)
             .get_mut(to)
             .and_then(VecDeque::pop_front)
             .unwrap_or_else(|| Err(PeerError::NotSent("scripted: no answer".into())));

@@ -2,31 +2,12 @@
 //! replica), shard queries answered for any shard, and add-member.
 
 use futures::future::join_all;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::Node;
-use crate::domain::shard::{ShardError, ShardId, ShardMap};
+use super::peers::PeerError;
+use super::{Error, Node};
+use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::{SLICES, Store};
-
-/// Why a shard operation failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ShardOpError {
-    /// No shard with that id.
-    #[error("No shard with id {0}")]
-    UnknownShard(ShardId),
-    /// The node named is not in the view.
-    #[error("Node {0} is not in the view")]
-    NotInView(String),
-    /// Fewer than two nodes per shard would remain.
-    #[error("Not enough nodes to provide fault tolerance with requested shard count")]
-    NotEnoughNodes,
-    /// The node already serves another shard.
-    #[error("Node {0} already belongs to shard {1}")]
-    AlreadyAssigned(String, ShardId),
-    /// The operation could not complete (nothing was changed).
-    #[error("{0}")]
-    Failed(String),
-}
 
 /// How a node takes part in the cluster, decided by the shard map it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,16 +38,6 @@ impl Mode {
             Mode::Sharded
         } else {
             Mode::Spare
-        }
-    }
-}
-
-impl From<ShardError> for ShardOpError {
-    fn from(e: ShardError) -> Self {
-        match e {
-            ShardError::UnknownShard(id) => ShardOpError::UnknownShard(id),
-            ShardError::NotEnoughNodes(_) => ShardOpError::NotEnoughNodes,
-            ShardError::AlreadyAssigned(n, s) => ShardOpError::AlreadyAssigned(n, s),
         }
     }
 }
@@ -108,6 +79,14 @@ impl Node {
                     }
                 }
             } else {
+                // A prepared add-member of this epoch or older can never commit now.
+                if st
+                    .staging
+                    .as_ref()
+                    .is_some_and(|s| s.map.epoch <= map.epoch)
+                {
+                    st.staging = None;
+                }
                 let joined = old_shard != new_shard && new_shard.is_some();
                 if joined {
                     st.replica.complete = false;
@@ -174,11 +153,11 @@ impl Node {
 
     /// Live keys stored in shard `id`, asked of another member when this node is not one (or
     /// does not hold the shard's full data yet).
-    pub async fn shard_key_count(&self, id: ShardId) -> Result<u64, ShardOpError> {
+    pub async fn shard_key_count(&self, id: ShardId) -> Result<u64, Error> {
         let (mine, count, targets) = {
             let st = self.state();
             if !st.map.has_shard(id) {
-                return Err(ShardOpError::UnknownShard(id));
+                return Err(Error::UnknownShard(id));
             }
             (
                 st.my_shard(&self.me) == Some(id) && st.replica.complete,
@@ -194,9 +173,7 @@ impl Node {
                 return Ok(n);
             }
         }
-        Err(ShardOpError::Failed(format!(
-            "no member of shard {id} answered"
-        )))
+        Err(Error::NoMemberAnswered(id))
     }
 
     /// Live keys this node stores, if it is a member of `id` holding the shard's full data (a
@@ -207,15 +184,21 @@ impl Node {
             .then(|| st.replica.store.live_count() as u64)
     }
 
-    /// Adds `addr` (a node in the view) to shard `id` and tells every node.
-    pub async fn add_member(&self, id: ShardId, addr: &str) -> Result<(), ShardOpError> {
+    /// Adds `addr` (a node in the view) to shard `id`: prepares the new map on every node of
+    /// the view (this one first), then installs it everywhere. A node that has another change
+    /// prepared (an add-member or reshard racing from another node) refuses, and then this one
+    /// is undone everywhere and refused with [`Error::Conflict`] (nothing changed; retry), so
+    /// two changes never install different maps of the same epoch. A node whose port refuses
+    /// connections is down (it learns the map when it comes back); one that does not answer
+    /// may be cut off with a change of its own, so it fails the add-member too.
+    pub async fn add_member(&self, id: ShardId, addr: &str) -> Result<(), Error> {
         let (map, others) = {
             let st = self.state();
             if !st.map.has_shard(id) {
-                return Err(ShardOpError::UnknownShard(id));
+                return Err(Error::UnknownShard(id));
             }
             if !st.liveness.in_view(addr) {
-                return Err(ShardOpError::NotInView(addr.to_string()));
+                return Err(Error::NotInView(addr.to_string()));
             }
             let others: Vec<String> = st.view_peers(&self.me);
             let map = st.map.with_member(id, addr)?;
@@ -226,6 +209,31 @@ impl Node {
             (map, others)
         };
         info!(node = %self.me, shard = id, member = %addr, epoch = map.epoch, "adding member to shard");
+        let nodes: Vec<String> = std::iter::once(self.me.to_string())
+            .chain(others.iter().cloned())
+            .collect();
+        let prepared = join_all(nodes.iter().map(|n| self.call_prepare(n, &map))).await;
+        let refused = prepared.into_iter().find_map(|r| match r {
+            Err(Error::Peer {
+                source: PeerError::NotSent(_),
+                ..
+            })
+            | Ok(()) => None,
+            Err(e) => Some(e),
+        });
+        if let Some(e) = refused {
+            warn!(node = %self.me, shard = id, member = %addr, error = %e, "add-member refused; undoing it");
+            let map = &map;
+            join_all(nodes.iter().map(|n| async move {
+                if *n == *self.me {
+                    self.abort_reshard(map);
+                } else {
+                    let _ = self.peers.abort_reshard(n, map).await;
+                }
+            }))
+            .await;
+            return Err(Error::Conflict(Box::new(e)));
+        }
         self.install_map(map.clone());
         join_all(others.iter().map(|o| self.peers.install_map(o, &map))).await;
         Ok(())

@@ -3,7 +3,9 @@
 //! known yet (no `SHARD_COUNT`), pull this shard's data, catch up with every live member, then
 //! serve and start the background loops.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::join_all;
 use tracing::{info, warn};

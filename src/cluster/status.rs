@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Node;
-use crate::domain::shard::ShardId;
+use super::shards::Mode;
+use crate::domain::clock::VectorClock;
+use crate::domain::shard::{ShardId, ShardMap};
 
 /// Monotonic counters bumped by the cluster's background work (relaxed atomics: each is read
 /// on its own, by a scrape, and no decision depends on two of them agreeing).
@@ -186,6 +188,9 @@ pub struct PeerInfo {
     pub lag_writes: u64,
     /// Its shard, `None` for a spare.
     pub shard: Option<ShardId>,
+    /// The most of this node's own writes (of its generation) the peer ever reported delivered.
+    #[serde(skip)]
+    pub delivered_of_mine: u64,
 }
 
 /// One shard of the map in force.
@@ -230,6 +235,18 @@ pub struct NodeStatus {
     pub reshard_phase: ReshardPhase,
     /// Counters.
     pub counters: CounterValues,
+    /// How this node takes part (`replicated`, `sharded`, `spare`).
+    #[serde(skip)]
+    pub mode: Mode,
+    /// The generation of the data this node holds.
+    #[serde(skip)]
+    pub data_generation: u64,
+    /// The delivered clock.
+    #[serde(skip)]
+    pub clock: VectorClock,
+    /// The shard map in force.
+    #[serde(skip)]
+    pub map: ShardMap,
 }
 
 impl Node {
@@ -246,7 +263,7 @@ impl Node {
         if !st.replica.complete {
             return Readiness::NotReady("catching up: replica of this shard is incomplete".into());
         }
-        if st.staging.is_some() {
+        if st.resharding() {
             return Readiness::NotReady("resharding: keys are being moved".into());
         }
         let has_peers = st.map.members(shard).iter().any(|m| *m != *self.me);
@@ -262,7 +279,7 @@ impl Node {
     /// keys for another coordinator, else `Idle`.
     pub fn reshard_phase(&self) -> ReshardPhase {
         match self.stats.coordinated_phase() {
-            ReshardPhase::Idle if self.state().staging.is_some() => ReshardPhase::Prepared,
+            ReshardPhase::Idle if self.state().resharding() => ReshardPhase::Prepared,
             phase => phase,
         }
     }
@@ -312,13 +329,18 @@ impl Node {
                             0
                         },
                         shard: st.map.shard_of(a),
+                        delivered_of_mine: st.has_mine.get(a).copied().unwrap_or(0),
                     })
                     .collect(),
                 keys: st.replica.store.live_count() as u64,
                 causal_buffer: st.replica.pending_len() as u64,
-                resharding: st.staging.is_some(),
+                resharding: st.resharding(),
                 reshard_phase,
                 counters: CounterValues::default(),
+                mode: Mode::of(&st.map, &self.me),
+                data_generation: st.replica.generation,
+                clock: st.replica.clock.clone(),
+                map: st.map.clone(),
             }
         };
         for p in &mut s.peers {

@@ -59,7 +59,7 @@ impl Node {
     /// Pulls a delta (or, with `full`, everything the peer stores: needed after a reshard,
     /// whose carried-over keys belong to the previous generation) and merges it as it streams.
     async fn pull(&self, peer: &str, full: bool) -> bool {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(PULL_TIMEOUT, self.pull_stream(peer, full)).await {
             Ok(Ok((changed, writes, bytes))) => {
                 self.stats.sync_done(writes, bytes, started.elapsed());

@@ -6,9 +6,9 @@
 //! validates everything (bounds, canonical order), so tokens this system did not issue, or that
 //! were altered, are rejected. No I/O.
 
+use super::varint;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use prost::encoding::{decode_varint, encode_varint};
 
 use super::clock::VectorClock;
 use super::token_key;
@@ -74,12 +74,12 @@ impl CausalMetadata {
     /// Canonical token text (equal metadata gives equal text).
     pub fn encode(&self) -> String {
         let mut buf = Vec::with_capacity(16 + self.clock.len() * 24);
-        encode_varint(self.generation, &mut buf);
-        encode_varint(self.clock.len() as u64, &mut buf);
+        varint::put(self.generation, &mut buf);
+        varint::put(self.clock.len() as u64, &mut buf);
         for (origin, seq) in self.clock.iter() {
-            encode_varint(origin.len() as u64, &mut buf);
+            varint::put(origin.len() as u64, &mut buf);
             buf.extend_from_slice(origin.as_bytes());
-            encode_varint(seq, &mut buf);
+            varint::put(seq, &mut buf);
         }
         let tag = token_key::tag(&buf);
         buf.extend_from_slice(&tag);
@@ -108,23 +108,23 @@ impl CausalMetadata {
 
 fn decode_payload(mut buf: &[u8]) -> Result<CausalMetadata, MetadataError> {
     let bad = |what| MetadataError::Malformed(what);
-    let generation = decode_varint(&mut buf).map_err(|_| bad("generation"))?;
+    let generation = varint::get(&mut buf).ok_or_else(|| bad("generation"))?;
     if generation > MAX_GENERATION {
         return Err(bad("generation"));
     }
-    let count = decode_varint(&mut buf).map_err(|_| bad("entry count"))?;
+    let count = varint::get(&mut buf).ok_or_else(|| bad("entry count"))?;
     if count > MAX_ENTRIES as u64 {
         return Err(bad("too many entries"));
     }
     let mut entries: Vec<(String, u64)> = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let len = decode_varint(&mut buf).map_err(|_| bad("origin length"))? as usize;
+        let len = varint::get(&mut buf).ok_or_else(|| bad("origin length"))? as usize;
         if len == 0 || len > MAX_ORIGIN_LEN || len > buf.len() {
             return Err(bad("origin length"));
         }
         let origin = std::str::from_utf8(&buf[..len]).map_err(|_| bad("origin"))?;
         buf = &buf[len..];
-        let seq = decode_varint(&mut buf).map_err(|_| bad("counter"))?;
+        let seq = varint::get(&mut buf).ok_or_else(|| bad("counter"))?;
         if seq == 0 || seq > MAX_SEQ || !origin.contains(':') {
             return Err(bad("entry"));
         }

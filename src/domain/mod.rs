@@ -9,5 +9,7 @@ pub mod packed;
 pub mod replica;
 pub mod shard;
 pub mod store;
+pub mod table_hash;
 pub mod token_key;
+pub mod varint;
 pub mod write_id;

@@ -7,31 +7,18 @@ use smallvec::SmallVec;
 /// counters below 2^28 fit), so a key's version costs a few bytes instead of a map.
 pub type PackedClock = SmallVec<[u8; 16]>;
 
-pub fn put_varint(mut v: u64, out: &mut PackedClock) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// Appends `v` to a packed clock (see [`super::varint`]).
+pub fn put_varint(v: u64, out: &mut PackedClock) {
+    super::varint::put(v, out);
 }
 
 /// Decodes the pairs of a packed clock (written by [`put_varint`], so well-formed).
 pub fn packed_pairs(bytes: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
     let mut rest = bytes;
-    let mut next = move || {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let (&b, tail) = rest.split_first()?;
-            rest = tail;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(v);
-            }
-            shift += 7;
-        }
-    };
-    std::iter::from_fn(move || Some((next()? as u32, next()?)))
+    std::iter::from_fn(move || {
+        let id = super::varint::get(&mut rest)?;
+        Some((id as u32, super::varint::get(&mut rest)?))
+    })
 }
 
 #[cfg(test)]

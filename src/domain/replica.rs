@@ -4,7 +4,9 @@
 //! "Scope" is the set of origins of this node's shard in the current generation; checks ignore
 //! entries of other origins (they belong to other shards). Pure; no I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::table_hash::TableMap;
 use std::sync::Arc;
 
 use super::clock::VectorClock;
@@ -41,7 +43,7 @@ pub struct Replica {
     /// missed a reshard, and has not pulled a full copy yet): metadata of an earlier generation
     /// is then not satisfied.
     pub complete: bool,
-    pending: HashMap<Arc<str>, BTreeMap<u64, Write>>,
+    pending: TableMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
     pending_bytes: usize,
     /// Writes that won here since the last [`Replica::take_changes`], when recording (a node

@@ -3,8 +3,8 @@
 //! Merging is a join (commutative, associative, idempotent) under a total order of versions that
 //! extends happens-before, so replicas that saw the same writes hold the same data. Pure; no I/O.
 
+use super::table_hash::TableMap;
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -104,9 +104,9 @@ struct Slot {
 /// Readers get decoded copies ([`Entry`]).
 #[derive(Clone, Debug)]
 pub struct Store {
-    slices: Vec<HashMap<Box<str>, Box<Slot>>>,
+    slices: Vec<TableMap<Box<str>, Box<Slot>>>,
     origins: Vec<Arc<str>>,
-    origin_ids: HashMap<Arc<str>, u32>,
+    origin_ids: TableMap<Arc<str>, u32>,
     live: usize,
     stamps: Vec<u64>,
 }
@@ -114,9 +114,9 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         Self {
-            slices: vec![HashMap::new(); SLICES],
+            slices: vec![TableMap::default(); SLICES],
             origins: Vec::new(),
-            origin_ids: HashMap::new(),
+            origin_ids: TableMap::default(),
             live: 0,
             stamps: vec![0; SLICES],
         }
@@ -216,12 +216,12 @@ impl Store {
 
     /// Number of stored entries, tombstones included.
     pub fn len(&self) -> usize {
-        self.slices.iter().map(HashMap::len).sum()
+        self.slices.iter().map(TableMap::len).sum()
     }
 
     /// True when nothing is stored.
     pub fn is_empty(&self) -> bool {
-        self.slices.iter().all(HashMap::is_empty)
+        self.slices.iter().all(TableMap::is_empty)
     }
 
     /// Applies a write if its version is greater than the stored one. A generation that does

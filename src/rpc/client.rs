@@ -13,8 +13,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::auth::SignedChannel;
 use super::convert::{adopt_token_key, token_key_to_pb};
 use super::convert::{
-    clock_from_pb, clock_to_pb, map_from_pb, map_to_pb, op_to_pb, reply_from_pb, write_into_pb,
-    write_to_pb, writes_from_pb,
+    change_kind_to_pb, clock_from_pb, clock_to_pb, forward_to_pb, map_from_pb, map_to_pb,
+    reply_from_pb, write_into_pb, write_to_pb, writes_from_pb,
 };
 use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::pb;
@@ -23,11 +23,11 @@ use super::pb::membership_client::MembershipClient;
 use super::pb::replication_client::ReplicationClient;
 use super::pb::state_transfer_client::StateTransferClient;
 use crate::cluster::batch::message_limit;
-use crate::cluster::kv::OpReply;
 use crate::cluster::now_ms;
+use crate::cluster::op::{ForwardOp, OpReply};
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, ForwardOp, HeartbeatReply, PeerError, PeerResult, Peers,
-    SnapshotPart, SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
+    SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -384,14 +384,9 @@ impl Peers for GrpcPeers {
             let mut c = MembershipClient::new(self.channel(&to)?)
                 .max_decoding_message_size(self.max_message)
                 .max_encoding_message_size(self.max_message);
-            let kind = match kind {
-                ChangeKind::Down => pb::ChangeKind::Down,
-                ChangeKind::Added => pb::ChangeKind::Added,
-                ChangeKind::Removed => pb::ChangeKind::Removed,
-            };
             let msg = pb::ViewChangeRequest {
                 sender: self.me.clone(),
-                kind: kind as i32,
+                kind: change_kind_to_pb(kind) as i32,
                 node,
                 incarnation,
             };
@@ -462,14 +457,7 @@ impl Peers for GrpcPeers {
     fn forward(&self, to: &str, op: ForwardOp) -> BoxFuture<'_, PeerResult<OpReply>> {
         let to = to.to_string();
         Box::pin(async move {
-            let (kind, value) = op_to_pb(&op.op);
-            let msg = pb::ForwardRequest {
-                kind: kind as i32,
-                key: op.key,
-                value,
-                metadata: op.metadata,
-                wait_ms: op.wait_ms,
-            };
+            let msg = forward_to_pb(op);
             let sender = self.batch_sender(&to)?;
             if msg.wait_ms > 0 {
                 return sender.one(msg).await;
@@ -611,10 +599,10 @@ mod tests {
 
     fn put() -> ForwardOp {
         ForwardOp {
-            op: crate::cluster::kv::KvOp::Put("1".into()),
+            op: crate::cluster::op::KvOp::Put("1".into()),
             key: "k".into(),
-            metadata: String::new(),
-            wait_ms: 0,
+            metadata: crate::domain::metadata::CausalMetadata::empty(),
+            wait: Duration::ZERO,
         }
     }
 

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use tonic::Status;
 
 use super::pb;
-use crate::cluster::kv::{KvOp, OpReply, Outcome};
+use crate::cluster::op::{ForwardOp, KvOp, OpReply, Outcome};
+use crate::cluster::peers::ChangeKind;
 use crate::domain::clock::VectorClock;
 use crate::domain::metadata::CausalMetadata;
 use crate::domain::metadata::MAX_ENTRIES;
@@ -322,6 +323,60 @@ pub fn metadata_from_token(token: &str) -> Result<CausalMetadata, Status> {
         return Ok(CausalMetadata::empty());
     }
     CausalMetadata::decode(token).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Forwarded operation → wire (the metadata as its token text, "" for none).
+pub fn forward_to_pb(op: ForwardOp) -> pb::ForwardRequest {
+    let (kind, value) = op_to_pb(&op.op);
+    pb::ForwardRequest {
+        kind: kind as i32,
+        key: op.key,
+        value,
+        metadata: if op.metadata.is_empty() {
+            String::new()
+        } else {
+            op.metadata.encode()
+        },
+        wait_ms: op.wait.as_millis() as u64,
+    }
+}
+
+/// Wire → forwarded operation: the key bounded, a PUT's value JSON of at most `max_bytes`, the
+/// token valid, the wait at most `max_wait`.
+pub fn forward_from_pb(
+    r: pb::ForwardRequest,
+    max_bytes: usize,
+    max_wait: std::time::Duration,
+) -> Result<ForwardOp, Status> {
+    key(&r.key)?;
+    let op = op_from_pb(r.kind, r.value, max_bytes)?;
+    let metadata = metadata_from_token(&r.metadata)?;
+    let wait = std::time::Duration::from_millis(r.wait_ms).min(max_wait);
+    Ok(ForwardOp {
+        op,
+        key: r.key,
+        metadata,
+        wait,
+    })
+}
+
+/// View-change kind → wire.
+pub fn change_kind_to_pb(kind: ChangeKind) -> pb::ChangeKind {
+    match kind {
+        ChangeKind::Down => pb::ChangeKind::Down,
+        ChangeKind::Added => pb::ChangeKind::Added,
+        ChangeKind::Removed => pb::ChangeKind::Removed,
+    }
+}
+
+/// Wire → view-change kind.
+pub fn change_kind_from_pb(kind: i32) -> Result<ChangeKind, Status> {
+    match pb::ChangeKind::try_from(kind) {
+        Ok(pb::ChangeKind::Down) => Ok(ChangeKind::Down),
+        Ok(pb::ChangeKind::Added) => Ok(ChangeKind::Added),
+        Ok(pb::ChangeKind::Removed) => Ok(ChangeKind::Removed),
+        _ => Err(bad("unknown change kind")),
+    }
 }
 
 /// Operation reply → wire.

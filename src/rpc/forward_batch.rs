@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::pb;
 use crate::cluster::batch::MAX_BATCH_BYTES;
-use crate::cluster::kv::OpReply;
+use crate::cluster::op::OpReply;
 use crate::cluster::peers::{PeerError, PeerResult};
 
 /// Most operations in one batch (the server refuses more).

@@ -1,22 +1,20 @@
 //! Thin tonic service implementations: authenticate the sender, convert (validating), call the
 //! cluster layer, convert back.
 
-use std::pin::Pin;
-use std::time::Duration;
-
 use futures::{Stream, StreamExt};
+use std::pin::Pin;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::Caller;
 use super::convert::{
-    self, adopt_token_key, check_values, clock_from_pb, clock_to_pb, map_from_pb, map_to_pb,
-    metadata_from_token, op_from_pb, reply_to_pb, token_key_to_pb, write_into_pb, writes_from_pb,
+    self, adopt_token_key, change_kind_from_pb, check_values, clock_from_pb, clock_to_pb,
+    forward_from_pb, map_from_pb, map_to_pb, reply_to_pb, token_key_to_pb, write_into_pb,
+    writes_from_pb,
 };
 use super::pb;
 use crate::cluster::Node;
 use crate::cluster::guard::claims_own_ip;
-use crate::cluster::peers::{ChangeKind, SnapshotPart};
-use crate::cluster::shards::Mode;
+use crate::cluster::peers::SnapshotPart;
 use crate::domain::shard::ShardMap;
 
 /// Implements every causalkv gRPC service over one node.
@@ -97,12 +95,12 @@ impl pb::replication_server::Replication for Services {
         &self,
         req: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let r = req.into_inner();
-        convert::key(&r.key)?;
-        let op = op_from_pb(r.kind, r.value, self.0.cfg.max_value_bytes)?;
-        let meta = metadata_from_token(&r.metadata)?;
-        let wait = Duration::from_millis(r.wait_ms.min(self.0.cfg.legacy_wait.as_millis() as u64));
-        let reply = self.0.execute_local(&r.key, op, meta, wait).await;
+        let f = forward_from_pb(
+            req.into_inner(),
+            self.0.cfg.max_value_bytes,
+            self.0.cfg.legacy_wait,
+        )?;
+        let reply = self.0.execute_local(&f.key, f.op, f.metadata, f.wait).await;
         Ok(Response::new(reply_to_pb(reply)))
     }
 
@@ -117,16 +115,9 @@ impl pb::replication_server::Replication for Services {
         // Each operation is validated and run as a `Forward` would be; they run concurrently
         // and are answered in order. One invalid operation fails alone.
         let replies = futures::future::join_all(ops.into_iter().map(|r| async move {
-            let checked = convert::key(&r.key).and_then(|()| {
-                let op = op_from_pb(r.kind, r.value, self.0.cfg.max_value_bytes)?;
-                Ok((op, metadata_from_token(&r.metadata)?))
-            });
-            match checked {
-                Ok((op, meta)) => {
-                    let limit = self.0.cfg.legacy_wait.as_millis() as u64;
-                    let wait = Duration::from_millis(r.wait_ms.min(limit));
-                    reply_to_pb(self.0.execute_local(&r.key, op, meta, wait).await)
-                }
+            let max_bytes = self.0.cfg.max_value_bytes;
+            match forward_from_pb(r, max_bytes, self.0.cfg.legacy_wait) {
+                Ok(f) => reply_to_pb(self.0.execute_local(&f.key, f.op, f.metadata, f.wait).await),
                 Err(s) => convert::bad_request_reply(s.message()),
             }
         }))
@@ -186,12 +177,7 @@ impl pb::membership_server::Membership for Services {
         check_sender(&req, &req.get_ref().sender).await?;
         let r = req.into_inner();
         convert::address("node", &r.node)?;
-        let kind = match pb::ChangeKind::try_from(r.kind) {
-            Ok(pb::ChangeKind::Down) => ChangeKind::Down,
-            Ok(pb::ChangeKind::Added) => ChangeKind::Added,
-            Ok(pb::ChangeKind::Removed) => ChangeKind::Removed,
-            _ => return Err(Status::invalid_argument("unknown change kind")),
-        };
+        let kind = change_kind_from_pb(r.kind)?;
         self.0
             .on_view_change(&r.sender, kind, &r.node, r.incarnation);
         Ok(Response::new(pb::Ack {}))
@@ -252,7 +238,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
         let map = self.pushed_map(req.into_inner())?;
         self.0
             .prepare_reshard(map)
-            .map_err(Status::failed_precondition)?;
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(pb::Ack {}))
     }
 
@@ -265,7 +251,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
             .0
             .send_reshard_data(map)
             .await
-            .map_err(Status::aborted)?;
+            .map_err(|e| Status::aborted(e.to_string()))?;
         Ok(Response::new(pb::ReshardDataResponse { keys_sent }))
     }
 
@@ -280,7 +266,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
             check_values(&writes, self.0.cfg.max_value_bytes)?;
             self.0
                 .stage(batch.epoch, writes)
-                .map_err(Status::failed_precondition)?;
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         Ok(Response::new(pb::Ack {}))
     }
@@ -306,53 +292,33 @@ impl pb::admin_server::Admin for Services {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let n = &self.0;
-        let (view, peers, clock, pending, keys, map, shard, mode, generation) = {
-            let st = n.state();
-            let peers: Vec<(String, &'static str, u64, u64)> = st
-                .liveness
-                .peers()
-                .map(|(a, p)| {
-                    let mine = st.has_mine.get(a).copied().unwrap_or(0);
-                    (a.to_string(), p.state.name(), p.incarnation, mine)
-                })
-                .collect();
-            (
-                st.liveness.view(),
-                peers,
-                st.replica.clock.clone(),
-                st.replica.pending_len() as u64,
-                st.replica.store.live_count() as u64,
-                st.map.clone(),
-                st.my_shard(&n.me),
-                Mode::of(&st.map, &n.me),
-                st.replica.generation,
-            )
-        };
-        let peers = peers
+        let s = n.status();
+        let peers = s
+            .peers
             .into_iter()
-            .map(|(address, state, incarnation, mine)| pb::PeerStatus {
-                queue_depth: n.queue_depth(&address) as u64,
-                address,
-                state: state.to_string(),
-                incarnation,
-                delivered_of_mine: mine,
+            .map(|p| pb::PeerStatus {
+                queue_depth: p.queue_depth,
+                address: p.address,
+                state: p.state.to_string(),
+                incarnation: p.incarnation,
+                delivered_of_mine: p.delivered_of_mine,
             })
             .collect();
         Ok(Response::new(pb::StatusResponse {
-            address: n.me.to_string(),
-            incarnation: n.incarnation,
-            ready: *n.ready.borrow(),
-            view,
+            address: s.address,
+            incarnation: s.incarnation,
+            ready: s.started,
+            view: s.view,
             peers,
-            clock: clock_to_pb(&clock),
-            pending_writes: pending,
-            key_count: keys,
-            map: Some(map_to_pb(&map)),
-            shard_id: shard,
-            mode: mode.name().to_string(),
-            generation,
-            reshard_phase: n.reshard_phase().name().to_string(),
-            reshard_keys_moved: n.stats.snapshot().reshard_keys,
+            clock: clock_to_pb(&s.clock),
+            pending_writes: s.causal_buffer,
+            key_count: s.keys,
+            map: Some(map_to_pb(&s.map)),
+            shard_id: s.shard,
+            mode: s.mode.name().to_string(),
+            generation: s.data_generation,
+            reshard_phase: s.reshard_phase.name().to_string(),
+            reshard_keys_moved: s.counters.reshard_keys,
         }))
     }
 

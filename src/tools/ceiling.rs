@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::api::body;
 use crate::api::kv_input::{Dialect, Method, parse};
-use crate::cluster::kv::KvOp;
+use crate::cluster::op::KvOp;
 
 /// Options of `causalkv ceiling`.
 #[derive(clap::Args, Debug, Clone)]

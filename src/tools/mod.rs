@@ -15,6 +15,7 @@ pub mod nemesis;
 pub mod node_process;
 pub mod progress;
 pub mod rng;
+pub mod sim;
 pub mod status;
 
 #[cfg(test)]

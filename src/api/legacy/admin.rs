@@ -10,8 +10,8 @@ use super::{LegacyError, LegacyResult, list_json, reply, shard_json};
 use crate::api::body;
 use crate::api::current::{shard_error, shard_id};
 use crate::api::error::ApiError;
+use crate::cluster::Error as ShardOpError;
 use crate::cluster::Node;
-use crate::cluster::shards::ShardOpError;
 
 /// Body of a reshard refused for lack of nodes (exact legacy text: hyphen and "!").
 pub const NOT_ENOUGH_NODES: &str =

@@ -12,7 +12,7 @@ use crate::api::body;
 use crate::api::error::ApiError;
 use crate::api::kv_input::{Dialect, Method, parse_request};
 use crate::cluster::Node;
-use crate::cluster::kv::Outcome;
+use crate::cluster::op::Outcome;
 use crate::domain::metadata::CausalMetadata;
 
 /// The token to return: the client's own text when the metadata did not change (byte for
