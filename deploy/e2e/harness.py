@@ -1,7 +1,8 @@
 """Docker end-to-end harness for causalkv: containers, the test network, HTTP, checks.
 
-Python 3 standard library only. Everything this module creates carries the label
-``ckv-e2e.run=<run id>`` and is tracked by name; cleanup removes exactly that and nothing else.
+Python 3 standard library only. Everything this module creates (containers, the network, named
+volumes) carries the label ``ckv-e2e.run=<run id>`` and is tracked by name; cleanup removes exactly
+that and nothing else.
 Traffic goes only to published ports on 127.0.0.1 (HTTP) or to addresses on the test's own Docker
 network (gRPC via grpcurl). Every wait is bounded in count and in time.
 """
@@ -248,6 +249,8 @@ class Env:
         self.auto_removed: set[str] = set()  # containers started with --rm
         self._cleaned = False
         self._started_any = False  # an unnamed container may exist even if none is tracked
+        self.volumes: set[str] = set()  # named volumes created by this run and not yet removed
+        self._volumes_any = False  # a half-created volume still carries our label
         hosts = list(self.subnet.hosts())
         self.nodes = {n: Node(n, f"{prefix}{n}", str(hosts[i + 1]), port_base + i)
                       for i, n in enumerate(NAMES)}
@@ -351,10 +354,48 @@ class Env:
         """How docker knows the node's container: the id `docker run` printed, else its name."""
         return self.refs.get(node, node.container)
 
+    def create_volume(self, tag: str) -> str:
+        """docker volume create a fresh named volume `<prefix><run id>-<tag>` (labelled, tracked)."""
+        name = f"{self.prefix}{self.run_id}-{tag}"
+        self._volumes_any = True
+        self.volumes.add(name)  # before create: a half-created volume is ours too
+        docker("volume", "create", "--label", self.label, name)
+        return name
+
+    def remove_volumes(self) -> list[str]:
+        """Remove every volume of this run (tracked or labelled); call after its containers are
+        gone (a volume in use cannot be removed). Returns problems (never raises)."""
+        errors: list[str] = []
+        if not self._volumes_any:
+            return errors
+        try:
+            found = set(docker("volume", "ls", "-q", "--filter", f"label={self.label}",
+                               check=False).split())
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            found = set()
+            errors.append(f"listing labelled volumes: {e}")
+        for v in sorted(self.volumes | found):
+            info = _inspect("volume", v)
+            if info is None:
+                self.volumes.discard(v)
+                continue
+            if (info.get("Labels") or {}).get(LABEL_KEY) != self.run_id:
+                errors.append(f"volume {v} is not ours; left alone")
+                self.volumes.discard(v)
+                continue
+            try:
+                docker("volume", "rm", "-f", v, timeout=30)
+                self.volumes.discard(v)
+            except Exception as e:  # noqa: BLE001 - cleanup must go on
+                errors.append(f"volume {v}: {e}")
+        return errors
+
     def start(self, node: Node, view: Iterable[Node], shard_count: int | None,
-              opts: StartOpts = StartOpts()) -> str:
+              opts: StartOpts = StartOpts(), volume: str | None = None,
+              extra_env: Iterable[str] = ()) -> str:
         """docker run one node with SOCKET_ADDRESS, VIEW and (unless given None) SHARD_COUNT.
 
+        `volume`: a named volume mounted at /data, with DATA_DIR=/data (the node keeps its data there).
         Returns the container id. Unnamed containers are addressed by that id from then on.
         """
         args = ["run", "-d"]
@@ -370,7 +411,9 @@ class Env:
         if shard_count is not None:
             args += ["-e", f"SHARD_COUNT={shard_count}"]
         args += ["-e", f"SOCKET_ADDRESS={node.addr}", "-e", "VIEW=" + ",".join(n.addr for n in view)]
-        for kv in self.node_env:
+        if volume is not None:
+            args += ["-v", f"{volume}:/data", "-e", "DATA_DIR=/data"]
+        for kv in [*self.node_env, *extra_env]:
             args += ["-e", kv]
         self._started_any = True
         if opts.named:
@@ -500,11 +543,12 @@ class Env:
         return errors
 
     def cleanup(self) -> None:
-        """Remove every container and the network this run created. Idempotent, never raises."""
+        """Remove every container, volume and the network this run created. Idempotent, never raises."""
         if self._cleaned:
             return
         self._cleaned = True
-        if not self.containers and not self.network_created and not self._started_any:
+        if (not self.containers and not self.network_created and not self._started_any
+                and not self._volumes_any):
             return
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             try:
@@ -512,11 +556,12 @@ class Env:
             except (ValueError, OSError):
                 pass
         errors = self.remove_all()
+        errors += self.remove_volumes()
         errors += self.drop_network()
         if errors:
             print("cleanup problems: " + "; ".join(errors), file=sys.stderr, flush=True)
         else:
-            print(f"cleanup: removed this run's containers and network '{self.network}'",
+            print(f"cleanup: removed this run's containers, volumes and network '{self.network}'",
                   file=sys.stderr, flush=True)
 
 

@@ -10,13 +10,16 @@ interface), no SHARD_COUNT, and for asg3 no --name. Each scenario gets a fresh n
 after it, so scenarios on the same subnet run one after the other. The orchestrator scenarios
 (compose-names, swarm, k8s; deploy/e2e/orch.py) name nodes by host name and manage their own
 compose project / swarm stacks (host ports --port-base+100.., +200..), removed after each.
+The volume scenarios (durable, durable-sharded; deploy/e2e/durable.py) give every node a named
+volume of its own (`<prefix><run id>-<node>-data`, labelled), `docker kill` the whole cluster and
+check that new containers on the same volumes have every key back; the volumes go with the scenario.
 Exit status 0 only if every check passed; 2 if it refused to start.
 
 It refuses to start if its network, any of its containers, or any network on an overlapping
-subnet (e.g. asg4net from deploy/cluster.sh) exists, and removes everything it created on every
-way out: normal end, failure, exception, SIGINT/SIGTERM/SIGHUP, its own time limit.
+subnet (e.g. asg4net from deploy/cluster.sh) exists, and removes everything it created (containers,
+volumes, networks) on every way out: normal end, failure, exception, SIGINT/SIGTERM/SIGHUP, its own time limit.
 
-Usage: python3 deploy/e2e/run.py [--scenario grpc,replicated,sharded,asg3,asg3-named,compose-names,swarm,k8s] [--image IMG] ...
+Usage: python3 deploy/e2e/run.py [--scenario compose,grpc,replicated,sharded,durable,durable-sharded,asg3,asg3-named,compose-names,swarm,k8s] [--image IMG] ...
 """
 
 from __future__ import annotations

@@ -787,6 +787,9 @@ def compose_steps(env: Env) -> tuple[None, list[Step]]:
         for i in range(2, 9):
             expect(f"ipv4_address: 10.10.0.{i}" in out, f"no node at 10.10.0.{i}")
         expect("name: asg4net" in out and "subnet: 10.10.0.0/16" in out, "network is not asg4net 10.10.0.0/16")
+        expect(out.count("DATA_DIR: /data") == 7, "want DATA_DIR=/data on the 7 nodes")
+        for n in ("alice", "bob", "carol", "dave", "erin", "frank", "grace"):
+            expect(f"{n}-data" in out, f"no named volume {n}-data")
 
     def replicated() -> None:
         out = config("docker-compose.replicated.yml", "--profile", "extra")
@@ -799,7 +802,8 @@ def compose_steps(env: Env) -> tuple[None, list[Step]]:
         expect(out.count("VIEW: 10.10.0.2:8090,10.10.0.3:8090,10.10.0.4:8090\n") == 3,
                "alice, bob, carol do not all have the seed's VIEW")
 
-    return None, [("docker-compose.yml (6 nodes + spare, SHARD_COUNT=2) is valid", sharded, False),
+    return None, [("docker-compose.yml (6 nodes + spare, SHARD_COUNT=2, a data volume each) is valid",
+                   sharded, False),
                   ("docker-compose.replicated.yml (asg3net, no SHARD_COUNT) is valid", replicated, False)]
 
 
@@ -809,12 +813,15 @@ def _env() -> dict[str, str]:
 
 
 def _orch(name: str) -> Any:
-    """The orchestrator scenarios live in orch.py (imported late: it imports from here)."""
+    """The orchestrator and volume scenarios live in orch*.py and durable.py (imported late:
+    they import from here)."""
     def steps(env: Env) -> Any:
         import orch
         import orch_swarm
+        import durable
         return {"compose-names": orch.compose_names_steps, "swarm": orch_swarm.swarm_steps,
-                "k8s": orch.k8s_steps}[name](env)
+                "k8s": orch.k8s_steps, "durable": durable.durable_steps,
+                "durable-sharded": durable.durable_sharded_steps}[name](env)
     return steps
 
 
@@ -823,6 +830,8 @@ SCENARIOS = {
     "grpc": grpc_steps,
     "replicated": replicated_steps,
     "sharded": sharded_steps,
+    "durable": _orch("durable"),
+    "durable-sharded": _orch("durable-sharded"),
     "asg3": asg3_steps,
     "asg3-named": asg3_named_steps,
     "compose-names": _orch("compose-names"),
@@ -831,7 +840,8 @@ SCENARIOS = {
 }
 # Scenarios on another network than the suite's own (one network at a time on 10.10.0.0/16).
 SEED_SCENARIOS = {"asg3", "asg3-named"}
-DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "asg3", "asg3-named",
+DEFAULT_SCENARIOS = ["compose", "grpc", "replicated", "sharded", "durable", "durable-sharded",
+                     "asg3", "asg3-named",
                      "compose-names", "swarm", "k8s"]
 
 
