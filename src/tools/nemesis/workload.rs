@@ -53,38 +53,30 @@ impl Shared {
 pub async fn session(shared: Arc<Shared>, seed: u64, worker: usize) -> Vec<OpRecord> {
     let mut rng = Rng::new(seed, 1000 + worker as u64);
     let mut records = Vec::new();
-    let mut incarnation = 0;
-    let mut name = format!("c{worker}.{incarnation}");
-    let mut meta = Value::Null;
-    let mut writes = 0u64;
+    let mut session = Session::new(worker);
     while Instant::now() < shared.stop {
-        let key = format!("k{}", rng.below(KEYS));
-        let kind = match rng.below(20) {
-            0..=8 => OpKind::Put,
-            9..=17 => OpKind::Get,
-            _ => OpKind::Delete,
-        };
+        let (key, kind) = Session::next_op(&mut rng, KEYS);
         for _ in 0..ATTEMPTS {
             let targets = shared.targets.load(Ordering::Relaxed).max(1);
             let node = &shared.addrs[rng.below(targets as u64) as usize];
-            let value = if kind == OpKind::Put {
-                writes += 1;
-                json!(format!("w{worker}-{writes}"))
-            } else {
-                Value::Null
-            };
-            let rec = attempt(&shared, &name, node, kind, &key, value, &meta).await;
-            let (outcome, status) = (rec.outcome, rec.status);
-            if outcome == Outcome::Ok
-                && let Some(m) = &rec.meta_out
-            {
-                meta = serde_json::from_str(m).unwrap_or(Value::Null);
-            }
+            let value = session.value(kind);
+            let (method, body) = request(kind, &value, session.meta());
+            let invoke_ns = shared.ns();
+            let path = format!("/kvs/{key}");
+            let reply = call(
+                &shared.http,
+                node,
+                method,
+                &path,
+                Some(&body),
+                REQUEST_TIMEOUT,
+            )
+            .await;
+            let at = (invoke_ns, shared.ns());
+            let rec = record(&session, node, kind, &key, value, at, &reply);
+            session.absorb(&rec);
+            let status = rec.status;
             records.push(rec);
-            if outcome == Outcome::Unknown && kind != OpKind::Get {
-                incarnation += 1;
-                name = format!("c{worker}.{incarnation}");
-            }
             if status != Some(503) || Instant::now() >= shared.stop {
                 break;
             }
@@ -95,46 +87,105 @@ pub async fn session(shared: Arc<Shared>, seed: u64, worker: usize) -> Vec<OpRec
     records
 }
 
-async fn attempt(
-    shared: &Shared,
-    session: &str,
-    node: &str,
-    kind: OpKind,
-    key: &str,
-    value: Value,
-    meta: &Value,
-) -> OpRecord {
-    let (method, body) = match kind {
+/// A client session between its operations: the name it records under (renewed after a write
+/// with an unknown outcome, see the module doc), the metadata it chains and its write counter.
+/// The simulation's sessions (`tools::sim`) are the same.
+#[derive(Debug)]
+pub struct Session {
+    worker: usize,
+    incarnation: u64,
+    name: String,
+    meta: Value,
+    writes: u64,
+}
+
+impl Session {
+    /// Client `worker`'s session, before its first operation.
+    pub fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            incarnation: 0,
+            name: format!("c{worker}.0"),
+            meta: Value::Null,
+            writes: 0,
+        }
+    }
+
+    /// The metadata the next request carries.
+    pub fn meta(&self) -> &Value {
+        &self.meta
+    }
+
+    /// A random operation on `k0..k(keys-1)`: 45 % put, 45 % get, 10 % delete.
+    pub fn next_op(rng: &mut Rng, keys: u64) -> (String, OpKind) {
+        let key = format!("k{}", rng.below(keys));
+        let kind = match rng.below(20) {
+            0..=8 => OpKind::Put,
+            9..=17 => OpKind::Get,
+            _ => OpKind::Delete,
+        };
+        (key, kind)
+    }
+
+    /// The value an attempt of `kind` sends: a fresh, unique one for every PUT attempt.
+    pub fn value(&mut self, kind: OpKind) -> Value {
+        if kind != OpKind::Put {
+            return Value::Null;
+        }
+        self.writes += 1;
+        json!(format!("w{}-{}", self.worker, self.writes))
+    }
+
+    /// Takes an attempt's record in: a success's metadata is chained; after a write with an
+    /// unknown outcome the session goes on under a new name.
+    pub fn absorb(&mut self, rec: &OpRecord) {
+        if rec.outcome == Outcome::Ok
+            && let Some(m) = &rec.meta_out
+        {
+            self.meta = serde_json::from_str(m).unwrap_or(Value::Null);
+        }
+        if rec.outcome == Outcome::Unknown && rec.kind != OpKind::Get {
+            self.incarnation += 1;
+            self.name = format!("c{}.{}", self.worker, self.incarnation);
+        }
+    }
+}
+
+/// The method and JSON body of one attempt of `kind`.
+pub fn request(kind: OpKind, value: &Value, meta: &Value) -> (Method, Value) {
+    match kind {
         OpKind::Put => (
             Method::PUT,
             json!({"value": value, "causal-metadata": meta}),
         ),
         OpKind::Get => (Method::GET, json!({"causal-metadata": meta})),
         OpKind::Delete => (Method::DELETE, json!({"causal-metadata": meta})),
-    };
-    let invoke_ns = shared.ns();
-    let reply = call(
-        &shared.http,
-        node,
-        method,
-        &format!("/kvs/{key}"),
-        Some(&body),
-        REQUEST_TIMEOUT,
-    )
-    .await;
-    let complete_ns = shared.ns();
-    let (outcome, read) = classify(kind, &reply);
+    }
+}
+
+/// The history record of one attempt by `session` at `node`, invoked and completed at
+/// `(invoke_ns, complete_ns)`, that sent `value` (for a put) and got `reply`.
+pub fn record(
+    session: &Session,
+    node: &str,
+    kind: OpKind,
+    key: &str,
+    value: Value,
+    (invoke_ns, complete_ns): (u64, u64),
+    reply: &Reply,
+) -> OpRecord {
+    let (outcome, read) = classify(kind, reply);
     let meta_out = match (outcome, reply.body().get("causal-metadata")) {
         (Outcome::Ok, Some(m)) if !m.is_null() => Some(m.to_string()),
         _ => None,
     };
     OpRecord {
-        session: session.to_string(),
+        session: session.name.clone(),
         node: Some(node.to_string()),
         kind,
         key: key.to_string(),
         value: if kind == OpKind::Get { read } else { value },
-        meta_in: (!meta.is_null()).then(|| meta.to_string()),
+        meta_in: (!session.meta.is_null()).then(|| session.meta.to_string()),
         meta_out,
         invoke_ns,
         complete_ns: Some(complete_ns),
@@ -150,7 +201,7 @@ async fn attempt(
 ///
 /// A 503 "Cannot forward request" on a write is unknown rather than failed: the forwarding
 /// node may have lost the owner's answer after the owner applied the write.
-fn classify(kind: OpKind, reply: &Reply) -> (Outcome, Value) {
+pub fn classify(kind: OpKind, reply: &Reply) -> (Outcome, Value) {
     match reply {
         Reply::NotSent(_) => (Outcome::Fail, Value::Null),
         Reply::Unknown(_) => (Outcome::Unknown, Value::Null),

@@ -34,41 +34,7 @@ const SIM_TABLE_KEY: u64 = 0x5eed;
 /// Incarnations count simulated milliseconds from here (any fixed value above zero).
 const INCARNATION_BASE: u64 = 1_000_000;
 
-/// A client's view of one HTTP exchange.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reply {
-    /// Nothing listens there: the request certainly had no effect.
-    NotSent,
-    /// No answer in time, or the node died meanwhile: it may have taken effect.
-    Unknown,
-    /// An answer.
-    Answer {
-        /// HTTP status.
-        status: u16,
-        /// JSON body (`Null` when empty or not JSON).
-        body: Value,
-        /// The `x-causalkv-write` header, if any.
-        written: Option<String>,
-    },
-}
-
-impl Reply {
-    /// The status, if answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Reply::Answer { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// The body (`Null` unless answered).
-    pub fn body(&self) -> &Value {
-        match self {
-            Reply::Answer { body, .. } => body,
-            _ => &Value::Null,
-        }
-    }
-}
+pub use crate::tools::nemesis::http::Reply;
 
 /// A simulated cluster.
 pub struct SimCluster {
@@ -214,7 +180,7 @@ impl SimCluster {
     pub async fn http(&self, i: usize, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let addr = &self.addrs[i];
         let Some(node) = self.node(i) else {
-            return Reply::NotSent;
+            return Reply::NotSent("no node listens there".into());
         };
         let req = Request::builder()
             .method(method)
@@ -245,7 +211,7 @@ impl SimCluster {
                     written,
                 }
             }
-            _ => Reply::Unknown,
+            _ => Reply::Unknown("no answer in time, or the node died meanwhile".into()),
         }
     }
 }

@@ -15,17 +15,17 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::cluster::{Reply, SimCluster};
+use super::cluster::SimCluster;
 use super::net::LinkFaults;
 use crate::cluster::op::KvOp;
 use crate::domain::metadata::CausalMetadata;
-use crate::tools::check::record::{FinalRecord, OpKind, OpRecord, Outcome, Record};
+use crate::tools::check::record::{FinalRecord, OpRecord, Outcome, Record};
 use crate::tools::check::{AnomalyKind, check_history};
 use crate::tools::nemesis::kills::{KillRecord, OwnWrites};
 use crate::tools::nemesis::losses::classify;
+use crate::tools::nemesis::workload::{Session, record, request};
 use crate::tools::rng::Rng;
 
 /// Keys `k0..k11`: few, so sessions conflict and read each other's writes.
@@ -301,7 +301,7 @@ fn kill_record(cluster: &SimCluster, victim: usize) -> KillRecord {
 }
 
 /// One client session: random put/get/delete at random nodes, chaining metadata, recording
-/// every attempt (as the nemesis' sessions do; see `nemesis::workload`).
+/// every attempt (the nemesis' sessions, `nemesis::workload`, in simulated time).
 async fn session(
     cluster: Arc<SimCluster>,
     mut rng: Rng,
@@ -309,37 +309,30 @@ async fn session(
     stop: tokio::time::Instant,
 ) -> Vec<OpRecord> {
     let mut records = Vec::new();
-    let mut incarnation = 0;
-    let mut name = format!("c{worker}.{incarnation}");
-    let mut meta = Value::Null;
-    let mut writes = 0u64;
+    let mut session = Session::new(worker);
     while tokio::time::Instant::now() < stop {
-        let key = format!("k{}", rng.below(KEYS));
-        let kind = match rng.below(20) {
-            0..=8 => OpKind::Put,
-            9..=17 => OpKind::Get,
-            _ => OpKind::Delete,
-        };
+        let (key, kind) = Session::next_op(&mut rng, KEYS);
         for _ in 0..ATTEMPTS {
             let node = rng.below(cluster.addrs.len() as u64) as usize;
-            let value = if kind == OpKind::Put {
-                writes += 1;
-                json!(format!("w{worker}-{writes}"))
-            } else {
-                Value::Null
-            };
-            let rec = attempt(&cluster, &name, node, kind, &key, value, &meta).await;
-            let (outcome, status) = (rec.outcome, rec.status);
-            if outcome == Outcome::Ok
-                && let Some(m) = &rec.meta_out
-            {
-                meta = serde_json::from_str(m).unwrap_or(Value::Null);
-            }
+            let value = session.value(kind);
+            let (method, body) = request(kind, &value, session.meta());
+            let invoke_ns = cluster.ns();
+            let reply = cluster
+                .http(node, method, &format!("/kvs/{key}"), Some(&body))
+                .await;
+            let at = (invoke_ns, cluster.ns());
+            let rec = record(
+                &session,
+                &cluster.addrs[node],
+                kind,
+                &key,
+                value,
+                at,
+                &reply,
+            );
+            session.absorb(&rec);
+            let status = rec.status;
             records.push(rec);
-            if outcome == Outcome::Unknown && kind != OpKind::Get {
-                incarnation += 1;
-                name = format!("c{worker}.{incarnation}");
-            }
             if status != Some(503) {
                 break;
             }
@@ -348,74 +341,6 @@ async fn session(
         tokio::time::sleep(Duration::from_millis(rng.range(10, 80))).await;
     }
     records
-}
-
-async fn attempt(
-    cluster: &SimCluster,
-    session: &str,
-    node: usize,
-    kind: OpKind,
-    key: &str,
-    value: Value,
-    meta: &Value,
-) -> OpRecord {
-    let (method, body) = match kind {
-        OpKind::Put => (
-            Method::PUT,
-            json!({"value": value, "causal-metadata": meta}),
-        ),
-        OpKind::Get => (Method::GET, json!({"causal-metadata": meta})),
-        OpKind::Delete => (Method::DELETE, json!({"causal-metadata": meta})),
-    };
-    let invoke_ns = cluster.ns();
-    let reply = cluster
-        .http(node, method, &format!("/kvs/{key}"), Some(&body))
-        .await;
-    let complete_ns = cluster.ns();
-    let (outcome, read) = classify_reply(kind, &reply);
-    let meta_out = match (outcome, reply.body().get("causal-metadata")) {
-        (Outcome::Ok, Some(m)) if !m.is_null() => Some(m.to_string()),
-        _ => None,
-    };
-    let written = match &reply {
-        Reply::Answer { written, .. } if outcome == Outcome::Ok && kind != OpKind::Get => {
-            written.clone()
-        }
-        _ => None,
-    };
-    OpRecord {
-        session: session.to_string(),
-        node: Some(cluster.addrs[node].clone()),
-        kind,
-        key: key.to_string(),
-        value: if kind == OpKind::Get { read } else { value },
-        meta_in: (!meta.is_null()).then(|| meta.to_string()),
-        meta_out,
-        invoke_ns,
-        complete_ns: Some(complete_ns),
-        outcome,
-        status: reply.status(),
-        written,
-    }
-}
-
-/// Maps a reply to an outcome, as `nemesis::workload` does.
-fn classify_reply(kind: OpKind, reply: &Reply) -> (Outcome, Value) {
-    match reply {
-        Reply::NotSent => (Outcome::Fail, Value::Null),
-        Reply::Unknown => (Outcome::Unknown, Value::Null),
-        Reply::Answer { status, body, .. } => match (kind, *status) {
-            (OpKind::Get, 200) => (Outcome::Ok, body.get("value").cloned().unwrap_or_default()),
-            (OpKind::Get, 404) => (Outcome::Ok, Value::Null),
-            (OpKind::Put, 200 | 201) | (OpKind::Delete, 200) => (Outcome::Ok, Value::Null),
-            (OpKind::Put | OpKind::Delete, 503)
-                if body.get("error") == Some(&json!("Cannot forward request")) =>
-            {
-                (Outcome::Unknown, Value::Null)
-            }
-            _ => (Outcome::Fail, Value::Null),
-        },
-    }
 }
 
 /// Every live node's own value of every key its shard owns (no metadata, no forwarding).
