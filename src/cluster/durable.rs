@@ -197,20 +197,12 @@ mod tests {
     use super::*;
     use crate::cluster::op::{KvOp, Outcome};
     use crate::cluster::scripted::ScriptedPeers;
-    use crate::config::Config;
     use crate::domain::metadata::CausalMetadata;
     use crate::storage::memory::MemoryStorage;
 
     /// A member of a 4-node, 2-shard cluster kept in `storage`, serving at once.
     fn node(storage: &Arc<MemoryStorage>) -> Node {
-        let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
-        let cfg = Config::from_vars(|k| match k {
-            "SOCKET_ADDRESS" => Some(view[0].clone()),
-            "VIEW" => Some(view.join(",")),
-            "SHARD_COUNT" => Some("2".into()),
-            _ => None,
-        })
-        .expect("config");
+        let cfg = crate::cluster::scripted::four_node_config();
         let node = Node::with_storage(cfg, Arc::new(ScriptedPeers::default()), storage.clone())
             .expect("recover");
         let _ = node.ready.send_replace(true);

@@ -61,19 +61,11 @@ mod tests {
     use super::*;
     use crate::cluster::peers::PeerError;
     use crate::cluster::scripted::ScriptedPeers;
-    use crate::config::Config;
 
     /// A node of a 4-node, 2-shard cluster; `owner` is a key of the other shard and its two
     /// members, in the order this node contacts them.
     fn forwarding_node() -> (Node, Arc<ScriptedPeers>, String, Vec<String>) {
-        let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
-        let cfg = Config::from_vars(|k| match k {
-            "SOCKET_ADDRESS" => Some(view[0].clone()),
-            "VIEW" => Some(view.join(",")),
-            "SHARD_COUNT" => Some("2".into()),
-            _ => None,
-        })
-        .expect("config");
+        let cfg = crate::cluster::scripted::four_node_config();
         let peers = Arc::new(ScriptedPeers::default());
         let node = Node::new(cfg, peers.clone());
         let st = node.state();

@@ -100,6 +100,13 @@ impl Node {
         super::status::Counters::add(&self.stats.reshards_failed, 1);
         self.stats.set_reshard_phase(ReshardPhase::Idle);
         warn!(node = %self.me, error = %e, "reshard aborted");
+        self.drop_prepared_everywhere(nodes, map).await;
+        Err(Error::RolledBack(Box::new(e)))
+    }
+
+    /// Drops the prepared change to `map` at every node of `nodes`, this one included
+    /// (best effort: a node that does not answer drops it when its staging times out).
+    pub(super) async fn drop_prepared_everywhere(&self, nodes: &[String], map: &ShardMap) {
         join_all(nodes.iter().map(|n| async move {
             if *n == *self.me {
                 self.abort_reshard(map);
@@ -108,7 +115,6 @@ impl Node {
             }
         }))
         .await;
-        Err(Error::RolledBack(Box::new(e)))
     }
 
     pub(super) async fn call_prepare(&self, node: &str, map: &ShardMap) -> Result<(), Error> {

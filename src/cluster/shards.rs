@@ -223,15 +223,7 @@ impl Node {
         });
         if let Some(e) = refused {
             warn!(node = %self.me, shard = id, member = %addr, error = %e, "add-member refused; undoing it");
-            let map = &map;
-            join_all(nodes.iter().map(|n| async move {
-                if *n == *self.me {
-                    self.abort_reshard(map);
-                } else {
-                    let _ = self.peers.abort_reshard(n, map).await;
-                }
-            }))
-            .await;
+            self.drop_prepared_everywhere(&nodes, &map).await;
             return Err(Error::Conflict(Box::new(e)));
         }
         self.install_map(map.clone());
