@@ -150,6 +150,7 @@ async fn run(len: usize, keys: usize, block: u8) -> (Duration, Duration, Duratio
 struct Sink;
 
 type Chunks = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+type Reports = Pin<Box<dyn Stream<Item = Result<pb::ReshardDataResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::state_transfer_server::StateTransfer for Sink {
@@ -160,10 +161,11 @@ impl pb::state_transfer_server::StateTransfer for Sink {
     async fn prepare_reshard(&self, _: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
         Err(Status::unimplemented("sink"))
     }
+    type SendReshardDataStream = Reports;
     async fn send_reshard_data(
         &self,
         _: Request<pb::ShardMap>,
-    ) -> Result<Response<pb::ReshardDataResponse>, Status> {
+    ) -> Result<Response<Reports>, Status> {
         Err(Status::unimplemented("sink"))
     }
     async fn receive_reshard_data(

@@ -5,6 +5,7 @@
 //! One `Node` handle (an `Arc`) holds the state behind a `std::sync::Mutex` that is never held
 //! across an `.await`. Other nodes are reached only through the [`peers::Peers`] trait.
 
+pub mod backlog;
 pub mod batch;
 pub mod commit;
 pub mod durable;
@@ -17,6 +18,7 @@ pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
+pub mod reshard_watch;
 pub mod scripted;
 pub mod shards;
 pub mod snapshot;
@@ -52,7 +54,9 @@ struct Staging {
     pub map: ShardMap,
     /// Keys received for this node's new shard.
     pub store: Store,
-    /// When the reshard was prepared (for the abort timeout).
+    /// The last sign of life of the change: when it was prepared, and since then each batch
+    /// staged and each keep-alive of its coordinator (the staging timeout is an idle timeout:
+    /// a long transfer that keeps going is never cut off).
     pub since: Instant,
     /// Bytes received into `store` so far (bounded by `reshard::MAX_STAGING_BYTES`).
     pub bytes: usize,
@@ -200,7 +204,8 @@ pub struct Inner {
     /// True once start-up state transfer is done.
     pub ready: watch::Sender<bool>,
     queues: Mutex<std::collections::HashMap<String, Arc<Outbound>>>,
-    syncing: AtomicBool,
+    /// The one-pull-at-a-time permit (see `sync`).
+    pulls: tokio::sync::Semaphore,
     /// Permits for copies of the whole store (snapshots served, reshard sends).
     snapshots: Arc<tokio::sync::Semaphore>,
     /// Set on shutdown: background loops stop.
@@ -277,7 +282,7 @@ impl Node {
             delivered: watch::channel(0).0,
             ready: watch::channel(false).0,
             queues: Mutex::new(Default::default()),
-            syncing: AtomicBool::new(false),
+            pulls: tokio::sync::Semaphore::new(1),
             snapshots: snapshot::copy_limiter(),
             shutdown: watch::channel(false).0,
             stats: status::Counters::default(),

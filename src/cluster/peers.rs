@@ -86,6 +86,18 @@ pub enum SnapshotPart {
 /// A snapshot as it streams in.
 pub type SnapshotStream = BoxStream<'static, PeerResult<SnapshotPart>>;
 
+/// What a reshard's sender reports to its coordinator while it copies (see `reshard_watch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendReport {
+    /// Still copying: the sender's copy progress, which grows while it gets anywhere.
+    Progress(u64),
+    /// Done: this many keys went to their new owners.
+    Done(u64),
+}
+
+/// A reshard sender's reports as they stream in.
+pub type SendReports = BoxStream<'static, PeerResult<SendReport>>;
+
 /// A membership change spread by the node that saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
@@ -135,9 +147,12 @@ pub trait Peers: Send + Sync + 'static {
     fn key_count(&self, to: &str, shard: ShardId) -> BoxFuture<'_, PeerResult<u64>>;
     /// Reshard phase 1 on the peer.
     fn prepare_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
-    /// Reshard phase 2 on the peer: it sends its keys to their new owners.
-    fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>>;
-    /// Streams keys to a new owner during a reshard.
+    /// Reshard phase 2 on the peer: it sends its keys to their new owners, reporting progress
+    /// as it goes; the future resolves once the peer starts answering.
+    fn send_reshard_data(&self, to: &str, map: &ShardMap)
+    -> BoxFuture<'_, PeerResult<SendReports>>;
+    /// Sends one batch of keys to a new owner during a reshard (an empty batch keeps the
+    /// owner's prepared change alive, or fails if it is not prepared).
     fn receive_reshard_data(
         &self,
         to: &str,

@@ -249,7 +249,7 @@ impl Node {
             return (0, 0);
         }
         let (mut applied, mut buffered) = (0u32, 0u32);
-        {
+        let backlog = {
             let mut guard = self.state();
             let st = &mut *guard;
             let in_scope = scope(&st.map, &self.me);
@@ -260,7 +260,10 @@ impl Node {
             }
             drop(in_scope);
             drop(self.persist_replica(st, false));
-        }
+            // a backlog the bounded drain left is delivered a slice per lock hold
+            st.replica.schedule_drain()
+        };
+        self.drain_backlog_later(backlog);
         if applied > 0 {
             self.bump_delivered();
         }

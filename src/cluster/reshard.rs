@@ -18,14 +18,17 @@ use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
 use super::batch::Batcher;
+use super::reshard_watch::{SEND_IDLE, watch_sender};
 use super::status::ReshardPhase;
 use super::{Error, Node, Staging};
 use crate::domain::replica::write_bytes;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::{SLICES, Write};
 
-/// A prepared reshard that sees no commit within this time is dropped (its coordinator died).
-const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
+/// A prepared reshard that hears nothing of its change for this long (no batch staged, no
+/// keep-alive from its coordinator, no commit) is dropped: its coordinator died. An idle
+/// timeout, so a long transfer that keeps going is never cut off (see `reshard_watch`).
+pub const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most writes per transfer message (the byte bound, `batch::MAX_BATCH_BYTES`, usually cuts
 /// first for values above ~1 KiB).
 const TRANSFER_BATCH: usize = 4_096;
@@ -65,12 +68,17 @@ impl Node {
             return self.abort_everywhere(&nodes, &new, e).await;
         }
         self.enter_reshard_phase(ReshardPhase::Transfer, &new);
-        let sent = join_all(
+        let transfers = join_all(
             old.ids()
                 .into_iter()
                 .map(|s| self.transfer_shard(&old, s, &new)),
-        )
-        .await;
+        );
+        let sent = tokio::select! {
+            sent = transfers => sent,
+            e = self.keep_prepared(&nodes, &new) => {
+                return self.abort_everywhere(&nodes, &new, e).await;
+            }
+        };
         let mut keys = 0;
         for r in sent {
             match r {
@@ -151,10 +159,12 @@ impl Node {
             let r = if m == *self.me {
                 self.send_reshard_data(new.clone()).await
             } else {
-                self.peers
-                    .send_reshard_data(&m, new)
-                    .await
-                    .map_err(|e| Error::peer(&m, e))
+                let reports = self.peers.send_reshard_data(&m, new).await;
+                match reports {
+                    Ok(reports) => watch_sender(reports, SEND_IDLE).await,
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| Error::peer(&m, e))
             };
             match r {
                 Ok(n) => return Ok(n),
@@ -249,6 +259,7 @@ impl Node {
                 }
             }
             sent += local.len() as u64;
+            self.stats.moved(0);
             self.stage(map.epoch, local)?;
             in_flight.extend(
                 full.into_iter()
@@ -287,21 +298,35 @@ impl Node {
             .receive_reshard_data(&target, epoch, writes)
             .await
             .map_err(|e| Error::peer(&target, e))?;
+        self.stats.moved(n as usize);
         Ok(n)
     }
 
-    /// Stores keys received for the reshard of `epoch`. Past [`MAX_STAGING_BYTES`] the batch is
-    /// refused: the sender's transfer fails and the coordinator aborts the reshard everywhere,
-    /// so the old map and data stay in force (nothing is lost; the operator gets an error).
+    /// Stores keys received for the reshard of `epoch` (none: a keep-alive of the change). Past
+    /// [`MAX_STAGING_BYTES`] the batch is refused: the sender's transfer fails and the
+    /// coordinator aborts the reshard everywhere, so the old map and data stay in force
+    /// (nothing is lost; the operator gets an error). Either way the change is alive: its
+    /// staging timeout starts again.
     pub fn stage(&self, epoch: u64, writes: Vec<Write>) -> Result<(), Error> {
         let mut st = self.state();
         match st.staging.as_mut() {
             Some(s) if s.map.epoch == epoch => {
+                s.since = Instant::now();
+                if writes.is_empty() {
+                    return Ok(());
+                }
+                self.stats.moved(writes.len());
                 let bytes: usize = writes.iter().map(write_bytes).sum();
                 if s.bytes.saturating_add(bytes) > MAX_STAGING_BYTES {
                     return Err(Error::StagingFull(MAX_STAGING_BYTES));
                 }
                 s.bytes += bytes;
+                if self.storage.is_none() {
+                    for w in writes {
+                        s.store.apply(w);
+                    }
+                    return Ok(());
+                }
                 let map = s.map.clone();
                 for w in &writes {
                     s.store.apply(w.clone());

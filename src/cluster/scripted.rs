@@ -13,8 +13,8 @@ use futures::future::BoxFuture;
 
 use super::op::{ForwardOp, OpReply};
 use super::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
-    SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReports,
+    SnapshotPart, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -121,7 +121,7 @@ impl Peers for ScriptedPeers {
     fn prepare_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {
         refused()
     }
-    fn send_reshard_data(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+    fn send_reshard_data(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<SendReports>> {
         refused()
     }
     fn receive_reshard_data(

@@ -48,6 +48,10 @@ pub struct Counters {
     pub synced: AtomicBool,
     /// The phase of the reshard this node coordinates ([`ReshardPhase`] as a number).
     pub reshard_phase: std::sync::atomic::AtomicU8,
+    /// Progress of this node's copies (pulls, reshard sends): +1 per chunk, batch or slice
+    /// read, plus the writes it held. Only its growth means anything: a long copy that keeps
+    /// growing it is not cut off by an idle timeout (see `reshard`).
+    pub copy_progress: AtomicU64,
 }
 
 /// Where a reshard is, as seen by the node that coordinates it (or takes part in it).
@@ -102,6 +106,16 @@ impl Counters {
         Self::add(&self.sync_bytes, bytes);
         Self::add(&self.sync_micros, took.as_micros() as u64);
         self.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Records progress of a copy: a chunk, batch or slice of `writes` writes.
+    pub fn moved(&self, writes: usize) {
+        Self::add(&self.copy_progress, 1 + writes as u64);
+    }
+
+    /// The progress of this node's copies so far (see [`Counters::copy_progress`]).
+    pub fn copy_progress(&self) -> u64 {
+        self.copy_progress.load(Ordering::Relaxed)
     }
 
     /// Records the phase of the reshard this node coordinates.

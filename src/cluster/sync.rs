@@ -4,10 +4,10 @@
 //! heartbeats show persistent lag. At most one pull runs at a time, held by a [`SyncGuard`] that
 //! a cancelled caller cannot leak. Serving snapshots is in `snapshot`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::SemaphorePermit;
 use tracing::{info, warn};
 
 use super::peers::SnapshotPart;
@@ -15,37 +15,20 @@ use super::replication::batch_size;
 use super::status::Counters;
 use super::{Node, scope};
 
-/// Bound on one whole pull. A full copy of a large shard streams for a while (1M keys of 100 B
-/// took ~30 s on 2 busy cores while the peer served a GET load), so the bound is generous and
-/// a stalled peer is caught by [`PULL_IDLE`] instead; an abandoned pull is retried later.
-pub const PULL_TIMEOUT: Duration = Duration::from_secs(300);
-/// A pull whose peer sends nothing for this long is abandoned (the peer stalled or died).
-const PULL_IDLE: Duration = Duration::from_secs(10);
-/// How many times a waiting pull checks for the running one to end (one pause apart: ~10 s).
-const SYNC_WAIT_TRIES: usize = 50;
+/// A pull whose peer sends nothing for this long is abandoned (the peer stalled or died) and
+/// retried later. There is no bound on a whole pull: a full copy of a large shard streams for
+/// as long as it takes (1M keys of 100 B took ~30 s on 2 busy cores while the peer served a GET
+/// load; a slow disk or a bigger store takes longer) and is cut off only when it stops moving.
+pub const PULL_IDLE: Duration = Duration::from_secs(10);
 
-/// The node's one-pull-at-a-time flag, held: released when dropped, so a pull whose future is
-/// cancelled (e.g. a `SendReshardData` call whose client gave up) frees it too.
-#[derive(Debug)]
-pub struct SyncGuard<'a>(&'a AtomicBool);
-
-impl<'a> SyncGuard<'a> {
-    /// Takes `flag` if it is free.
-    pub fn try_take(flag: &'a AtomicBool) -> Option<Self> {
-        (!flag.swap(true, Ordering::AcqRel)).then_some(Self(flag))
-    }
-}
-
-impl Drop for SyncGuard<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
+/// The node's one-pull-at-a-time permit, held: released when dropped, so a pull whose future
+/// is cancelled (e.g. a `SendReshardData` call whose client gave up) frees it too.
+pub type SyncGuard<'a> = SemaphorePermit<'a>;
 
 impl Node {
     /// Pulls and merges a delta from `peer`. At most one pull runs at a time.
     pub async fn sync_from(&self, peer: &str) -> bool {
-        match SyncGuard::try_take(&self.syncing) {
+        match self.acquire_sync(false).await {
             Some(_guard) => self.pull(peer, false).await,
             None => false,
         }
@@ -53,15 +36,15 @@ impl Node {
 
     /// True while a pull runs on this node.
     pub fn is_syncing(&self) -> bool {
-        self.syncing.load(Ordering::Acquire)
+        self.pulls.available_permits() == 0
     }
 
     /// Pulls a delta (or, with `full`, everything the peer stores: needed after a reshard,
     /// whose carried-over keys belong to the previous generation) and merges it as it streams.
     async fn pull(&self, peer: &str, full: bool) -> bool {
         let started = tokio::time::Instant::now();
-        match tokio::time::timeout(PULL_TIMEOUT, self.pull_stream(peer, full)).await {
-            Ok(Ok((changed, writes, bytes))) => {
+        match self.pull_stream(peer, full).await {
+            Ok((changed, writes, bytes)) => {
                 self.stats.sync_done(writes, bytes, started.elapsed());
                 if changed > 0 {
                     info!(node = %self.me, %peer, keys = changed, "caught up from peer");
@@ -69,14 +52,9 @@ impl Node {
                 self.bump_delivered();
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 Counters::add(&self.stats.syncs_failed, 1);
                 warn!(node = %self.me, %peer, error = %e, "state pull failed");
-                false
-            }
-            Err(_) => {
-                Counters::add(&self.stats.syncs_failed, 1);
-                warn!(node = %self.me, %peer, "state pull timed out");
                 false
             }
         }
@@ -88,39 +66,53 @@ impl Node {
             let st = self.state();
             (st.replica.generation, st.replica.clock.clone())
         };
-        let mut parts = self
-            .peers
-            .snapshot(peer, generation, (!full).then_some(&known))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut parts = tokio::time::timeout(
+            PULL_IDLE,
+            self.peers
+                .snapshot(peer, generation, (!full).then_some(&known)),
+        )
+        .await
+        .map_err(|_| format!("no answer for {} s", PULL_IDLE.as_secs()))?
+        .map_err(|e| e.to_string())?;
         let (mut changed, mut received, mut bytes) = (0, 0, 0);
         while let Some(part) = tokio::time::timeout(PULL_IDLE, parts.next())
             .await
             .map_err(|_| format!("no snapshot chunk for {} s", PULL_IDLE.as_secs()))?
         {
-            let mut st = self.state();
-            match part.map_err(|e| e.to_string())? {
-                SnapshotPart::Writes { generation: g, .. }
-                | SnapshotPart::End { generation: g, .. }
-                    if g != generation || st.replica.generation != generation =>
-                {
-                    return Err(format!("generation changed ({g} vs {generation})"));
-                }
-                SnapshotPart::Writes { writes, .. } => {
-                    let (n, b) = batch_size(&writes);
-                    (received, bytes) = (received + n, bytes + b);
-                    changed += st.replica.absorb_writes(writes);
-                    drop(self.persist_replica(&mut st, false));
-                }
-                SnapshotPart::End { clock, .. } => {
-                    let st = &mut *st;
-                    st.replica.absorb_clock(&clock, &scope(&st.map, &self.me));
-                    if full {
-                        st.replica.complete = true;
+            let ended = {
+                let mut guard = self.state();
+                let st = &mut *guard;
+                match part.map_err(|e| e.to_string())? {
+                    SnapshotPart::Writes { generation: g, .. }
+                    | SnapshotPart::End { generation: g, .. }
+                        if g != generation || st.replica.generation != generation =>
+                    {
+                        return Err(format!("generation changed ({g} vs {generation})"));
                     }
-                    drop(self.persist_replica(st, true));
-                    return Ok((changed, received, bytes));
+                    SnapshotPart::Writes { writes, .. } => {
+                        self.stats.moved(writes.len());
+                        let (n, b) = batch_size(&writes);
+                        (received, bytes) = (received + n, bytes + b);
+                        changed += st.replica.absorb_writes(writes);
+                        drop(self.persist_replica(st, false));
+                        None
+                    }
+                    SnapshotPart::End { clock, .. } => {
+                        st.replica.absorb_clock(&clock, &scope(&st.map, &self.me));
+                        if full {
+                            st.replica.complete = true;
+                        }
+                        drop(self.persist_replica(st, true));
+                        Some(st.replica.schedule_drain())
+                    }
                 }
+            };
+            if let Some(backlog) = ended {
+                // what the clock unblocked beyond one slice: delivered a slice per lock hold
+                if backlog {
+                    self.deliver_backlog().await;
+                }
+                return Ok((changed, received, bytes));
             }
         }
         Err("snapshot stream ended early".into())
@@ -135,7 +127,8 @@ impl Node {
     }
 
     /// Pulls a delta from every live member of the shard, waiting for a pull already running
-    /// rather than skipping (a reshard's sender must hold every acknowledged write first).
+    /// (for as long as it runs: each pull ends by itself once its peer stops sending) rather
+    /// than skipping: a reshard's sender must hold every acknowledged write first.
     pub async fn catch_up_with_shard(&self) {
         let Some(_guard) = self.acquire_sync(true).await else {
             warn!(node = %self.me, "could not start catching up with the shard");
@@ -173,31 +166,30 @@ impl Node {
         }
     }
 
-    /// Takes the one-pull-at-a-time flag, waiting up to about 10 s if `wait`.
+    /// Takes the one-pull-at-a-time permit; with `wait`, waits for the pull running now to
+    /// end (it is bounded by its own progress: [`PULL_IDLE`] per chunk), else gives up at once.
+    /// `None` only without `wait`, or when the node is shutting down.
     async fn acquire_sync(&self, wait: bool) -> Option<SyncGuard<'_>> {
-        for _ in 0..if wait { SYNC_WAIT_TRIES } else { 1 } {
-            if let Some(g) = SyncGuard::try_take(&self.syncing) {
-                return Some(g);
-            }
-            if wait {
-                self.pause().await;
-            }
+        if wait {
+            self.pulls.acquire().await.ok()
+        } else {
+            self.pulls.try_acquire().ok()
         }
-        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::Semaphore;
 
     #[test]
     fn the_guard_is_released_on_drop_and_on_cancellation() {
-        let flag = AtomicBool::new(false);
-        let g = SyncGuard::try_take(&flag).expect("free");
-        assert!(SyncGuard::try_take(&flag).is_none(), "one at a time");
+        let pulls = Semaphore::new(1);
+        let g: SyncGuard<'_> = pulls.try_acquire().expect("free");
+        assert!(pulls.try_acquire().is_err(), "one at a time");
         drop(g);
-        assert!(!flag.load(Ordering::Acquire));
+        assert_eq!(pulls.available_permits(), 1);
         // a future holding the guard, cancelled mid-way (dropped while pending)
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -205,12 +197,12 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let held = async {
-                let _g = SyncGuard::try_take(&flag).expect("free");
+                let _g = pulls.try_acquire().expect("free");
                 std::future::pending::<()>().await;
             };
             let r = tokio::time::timeout(Duration::from_millis(10), held).await;
             assert!(r.is_err(), "cancelled");
         });
-        assert!(SyncGuard::try_take(&flag).is_some(), "not leaked");
+        assert!(pulls.try_acquire().is_ok(), "not leaked");
     }
 }

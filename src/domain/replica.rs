@@ -21,6 +21,12 @@ pub const MAX_PENDING: usize = 200_000;
 /// seconds of lag at full speed with 1 KiB values, and keeps a flood of large values from a
 /// member from exhausting memory.
 pub const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Most buffered writes one drain delivers. A drain runs under the node's lock, and one missing
+/// write (or a pull's clock) can unblock the whole buffer, up to [`MAX_PENDING`] writes: about
+/// 4k deliveries take a few milliseconds, so the rest is left as a backlog
+/// ([`Replica::has_backlog`]) that the node delivers a slice per lock hold, releasing the lock
+/// in between ([`Replica::deliver_backlog`]).
+pub const DRAIN_SLICE: usize = 4_096;
 /// Bookkeeping bytes counted per buffered write beside its key, value and clock.
 const WRITE_OVERHEAD_BYTES: usize = 96;
 
@@ -46,6 +52,10 @@ pub struct Replica {
     pending: TableMap<Arc<str>, BTreeMap<u64, Write>>,
     pending_len: usize,
     pending_bytes: usize,
+    /// True when the last drain stopped at its bound: buffered writes may be deliverable.
+    backlog: bool,
+    /// True while a delivery of the backlog is scheduled (see [`Replica::schedule_drain`]).
+    drain_scheduled: bool,
     /// Writes that won here since the last [`Replica::take_changes`], when recording (a node
     /// with a data directory hands them to storage).
     journal: Option<Vec<Write>>,
@@ -123,7 +133,11 @@ impl Replica {
     }
 
     /// Offers a write replicated from a peer: delivered now if its dependencies are met,
-    /// buffered otherwise, ignored if already delivered or of another generation's past.
+    /// buffered otherwise, ignored if already delivered or of another generation's past. At
+    /// most [`DRAIN_SLICE`] buffered writes are delivered with it; while a backlog is left
+    /// (see [`Replica::has_backlog`]) the write is only buffered, and the backlog's delivery
+    /// takes it too (any deliverable write may be delivered at any time: order only matters
+    /// within what each write's clock requires, and that is checked per write).
     pub fn offer(&mut self, write: Write, scope: &impl Fn(&str) -> bool) -> Offered {
         let v = &write.version;
         if v.generation < self.generation
@@ -140,7 +154,11 @@ impl Replica {
             Some(old) => self.pending_bytes -= write_bytes(&old),
         }
         self.pending_bytes += bytes;
-        let delivered = self.drain(scope);
+        let delivered = if self.backlog {
+            0
+        } else {
+            self.drain(scope, DRAIN_SLICE)
+        };
         // Still waiting and over a bound: drop it (anti-entropy pulls it later).
         if self.pending_len > MAX_PENDING || self.pending_bytes > MAX_PENDING_BYTES {
             let dropped = self.pending.get_mut(&origin).and_then(|q| q.remove(&seq));
@@ -160,26 +178,59 @@ impl Replica {
         }
     }
 
-    /// Delivers every buffered write whose dependencies are now met; returns how many.
-    fn drain(&mut self, scope: &impl Fn(&str) -> bool) -> usize {
+    /// Delivers buffered writes whose dependencies are now met, at most `max` (then the rest
+    /// is a backlog: [`Replica::has_backlog`]); returns how many.
+    fn drain(&mut self, scope: &impl Fn(&str) -> bool, max: usize) -> usize {
         let mut delivered = 0;
-        loop {
+        'passes: loop {
             let mut progress = false;
             let origins: Vec<Arc<str>> = self.pending.keys().cloned().collect();
             for origin in origins {
-                while let Some(w) = self.next_deliverable(&origin, scope) {
+                while delivered < max
+                    && let Some(w) = self.next_deliverable(&origin, scope)
+                {
                     self.clock.raise(&origin, w.version.seq);
                     self.apply(w);
                     delivered += 1;
                     progress = true;
+                }
+                if delivered >= max {
+                    break 'passes;
                 }
             }
             if !progress {
                 break;
             }
         }
+        self.backlog = delivered >= max && self.pending_len > 0;
         self.pending.retain(|_, q| !q.is_empty());
         delivered
+    }
+
+    /// True when buffered writes may be deliverable but were left for later: the last drain
+    /// reached [`DRAIN_SLICE`]. [`Replica::deliver_backlog`] delivers the next slice.
+    pub fn has_backlog(&self) -> bool {
+        self.backlog
+    }
+
+    /// Delivers the next slice (at most `max`) of the backlog; returns how many were delivered.
+    /// Clears the backlog once nothing deliverable is left.
+    pub fn deliver_backlog(&mut self, scope: &impl Fn(&str) -> bool, max: usize) -> usize {
+        self.drain(scope, max.max(1))
+    }
+
+    /// True once per backlog: the caller is to deliver it (a slice per lock hold) and call
+    /// [`Replica::drain_finished`] when [`Replica::has_backlog`] turns false. False when there
+    /// is no backlog or its delivery is scheduled already.
+    pub fn schedule_drain(&mut self) -> bool {
+        let schedule = self.backlog && !self.drain_scheduled;
+        self.drain_scheduled |= schedule;
+        schedule
+    }
+
+    /// The scheduled delivery of the backlog ended (see [`Replica::schedule_drain`]).
+    pub fn drain_finished(&mut self) {
+        self.drain_scheduled = false;
     }
 
     /// Pops the next write of `origin` if it is deliverable; drops stale ones on the way.
@@ -246,12 +297,13 @@ impl Replica {
     }
 
     /// Second half of [`Replica::absorb`]: once every write the peer's clock covers has been
-    /// absorbed, the clock becomes the pointwise maximum and buffered writes are delivered.
+    /// absorbed, the clock becomes the pointwise maximum and buffered writes are delivered
+    /// (at most [`DRAIN_SLICE`]: the rest is a backlog, see [`Replica::has_backlog`]).
     pub fn absorb_clock(&mut self, peer_clock: &VectorClock, scope: &impl Fn(&str) -> bool) {
         let mut clock = peer_clock.clone();
         clock.retain(scope);
         self.clock.merge(&clock);
-        self.drain(scope);
+        self.drain(scope, DRAIN_SLICE);
     }
 
     /// Number of buffered writes.
@@ -440,6 +492,41 @@ mod tests {
             3,
             "the dropped write waits for anti-entropy"
         );
+    }
+
+    #[test]
+    fn one_drain_delivers_at_most_a_slice_and_leaves_the_rest_as_a_backlog() {
+        let me: Arc<str> = A.into();
+        let mut origin = Replica::new(1);
+        let n = 2 * DRAIN_SLICE + 5;
+        let writes: Vec<Write> = (0..n)
+            .map(|i| {
+                let m = meta(&[]);
+                origin
+                    .local_write(&me, format!("k{i}"), Some("1".into()), &m)
+                    .0
+            })
+            .collect();
+        let mut r = Replica::new(1);
+        for w in &writes[1..] {
+            assert!(r.offer(w.clone(), &scope).buffered);
+        }
+        assert_eq!(r.offer(writes[0].clone(), &scope).delivered, DRAIN_SLICE);
+        assert!(r.has_backlog());
+        assert!(r.schedule_drain(), "the first to ask delivers the backlog");
+        assert!(!r.schedule_drain(), "only once");
+        // a write offered meanwhile waits in the buffer for the backlog's delivery
+        let (late, _) = origin.local_write(&me, "late".into(), Some("2".into()), &meta(&[]));
+        let o = r.offer(late, &scope);
+        assert!(o.buffered && o.delivered == 0);
+        assert_eq!(r.deliver_backlog(&scope, DRAIN_SLICE), DRAIN_SLICE);
+        assert!(r.has_backlog());
+        assert_eq!(r.deliver_backlog(&scope, DRAIN_SLICE), 6);
+        assert!(!r.has_backlog());
+        r.drain_finished();
+        assert_eq!(r.clock.get(A), n as u64 + 1);
+        assert_eq!((r.pending_len(), r.pending_bytes()), (0, 0));
+        assert!(!r.schedule_drain());
     }
 
     #[test]

@@ -26,8 +26,8 @@ use crate::cluster::batch::message_limit;
 use crate::cluster::now_ms;
 use crate::cluster::op::{ForwardOp, OpReply};
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotPart,
-    SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReport,
+    SendReports, SnapshotPart, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
@@ -37,11 +37,8 @@ use crate::net::connect::name_connector;
 
 /// Connection attempts give up after this; a refused port fails at once anyway.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// Bulk transfers (snapshots, reshard batches) may take longer than a control call.
+/// A reshard batch (at most a few MiB) may take longer to stage than a control call takes.
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
-/// A snapshot stream's deadline: as long as the puller's own bound on a whole pull (which also
-/// abandons a stream that stalls, much sooner).
-const SNAPSHOT_TIMEOUT: Duration = crate::cluster::sync::PULL_TIMEOUT;
 
 /// `Peers` over gRPC.
 pub struct GrpcPeers {
@@ -429,12 +426,10 @@ impl Peers for GrpcPeers {
                 .max_decoding_message_size(self.max_message)
                 .max_encoding_message_size(self.max_message);
             // A peer that does not start answering within the RPC deadline is skipped (it may be
-            // paused); once it streams, the caller bounds the whole transfer.
+            // paused); once it streams, the caller bounds each chunk (a copy may take minutes:
+            // no deadline on the whole call).
             let stream = self
-                .deadline(
-                    self.timeout,
-                    c.snapshot(self.request(msg, SNAPSHOT_TIMEOUT)),
-                )
+                .deadline(self.timeout, c.snapshot(tonic::Request::new(msg)))
                 .await?
                 .into_inner();
             let parts = stream.map(|chunk| {
@@ -513,19 +508,31 @@ impl Peers for GrpcPeers {
         })
     }
 
-    fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+    fn send_reshard_data(
+        &self,
+        to: &str,
+        map: &ShardMap,
+    ) -> BoxFuture<'_, PeerResult<SendReports>> {
         let (to, msg) = (to.to_string(), map_to_pb(map));
         Box::pin(async move {
             let mut c = StateTransferClient::new(self.channel(&to)?)
                 .max_decoding_message_size(self.max_message)
                 .max_encoding_message_size(self.max_message);
-            let r = self
-                .deadline(
-                    BULK_TIMEOUT,
-                    c.send_reshard_data(self.request(msg, BULK_TIMEOUT)),
-                )
-                .await?;
-            Ok(r.into_inner().keys_sent)
+            // No deadline on the whole call (a copy may take minutes): the caller follows the
+            // sender's progress reports and gives up when they stop growing.
+            let reports = self
+                .deadline(self.timeout, c.send_reshard_data(tonic::Request::new(msg)))
+                .await?
+                .into_inner()
+                .map(|r| {
+                    let r = r.map_err(status_to_error)?;
+                    Ok(if r.done {
+                        SendReport::Done(r.keys_sent)
+                    } else {
+                        SendReport::Progress(r.progress)
+                    })
+                });
+            Ok(reports.boxed())
         })
     }
 

@@ -14,7 +14,7 @@ use super::convert::{
 use super::pb;
 use crate::cluster::Node;
 use crate::cluster::guard::claims_own_ip;
-use crate::cluster::peers::SnapshotPart;
+use crate::cluster::peers::{SendReport, SnapshotPart};
 use crate::domain::shard::ShardMap;
 
 /// Implements every causalkv gRPC service over one node.
@@ -193,10 +193,12 @@ impl pb::membership_server::Membership for Services {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+type ReportStream = Pin<Box<dyn Stream<Item = Result<pb::ReshardDataResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::state_transfer_server::StateTransfer for Services {
     type SnapshotStream = ChunkStream;
+    type SendReshardDataStream = ReportStream;
 
     async fn snapshot(
         &self,
@@ -245,14 +247,21 @@ impl pb::state_transfer_server::StateTransfer for Services {
     async fn send_reshard_data(
         &self,
         req: Request<pb::ShardMap>,
-    ) -> Result<Response<pb::ReshardDataResponse>, Status> {
+    ) -> Result<Response<ReportStream>, Status> {
         let map = self.pushed_map(req.into_inner())?;
-        let keys_sent = self
-            .0
-            .send_reshard_data(map)
-            .await
-            .map_err(|e| Status::aborted(e.to_string()))?;
-        Ok(Response::new(pb::ReshardDataResponse { keys_sent }))
+        let reports = self.0.send_reshard_reports(map).map(|r| match r {
+            Ok(SendReport::Progress(progress)) => Ok(pb::ReshardDataResponse {
+                progress,
+                ..Default::default()
+            }),
+            Ok(SendReport::Done(keys_sent)) => Ok(pb::ReshardDataResponse {
+                keys_sent,
+                done: true,
+                progress: 0,
+            }),
+            Err(e) => Err(Status::aborted(e.to_string())),
+        });
+        Ok(Response::new(Box::pin(reports)))
     }
 
     async fn receive_reshard_data(

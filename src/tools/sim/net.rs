@@ -52,6 +52,8 @@ struct State {
     /// Directed links that drop everything (`from`, `to`).
     cut: BTreeSet<(String, String)>,
     faults: LinkFaults,
+    /// How long each node takes to stage one batch of a reshard (a slow disk).
+    stage_delay: Duration,
     rng: Rng,
 }
 
@@ -84,6 +86,7 @@ impl Net {
                 slots: BTreeMap::new(),
                 cut: BTreeSet::new(),
                 faults,
+                stage_delay: Duration::ZERO,
                 rng: Rng::new(seed, 7),
             }),
             rpc_timeout,
@@ -152,6 +155,17 @@ impl Net {
     /// Sets how live links behave from now on.
     pub fn set_faults(&self, faults: LinkFaults) {
         self.lock().faults = faults;
+    }
+
+    /// Makes every node take `delay` to stage each batch of keys a reshard sends it (a slow
+    /// disk; zero by default).
+    pub fn set_stage_delay(&self, delay: Duration) {
+        self.lock().stage_delay = delay;
+    }
+
+    /// See [`Net::set_stage_delay`].
+    pub fn stage_delay(&self) -> Duration {
+        self.lock().stage_delay
     }
 
     /// True when messages from `from` to `to` are dropped by a cut.

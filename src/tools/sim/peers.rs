@@ -13,14 +13,14 @@ use super::net::Net;
 use crate::cluster::Node;
 use crate::cluster::op::{ForwardOp, OpReply};
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SnapshotStream,
+    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReports,
+    SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
 use crate::domain::shard::{ShardId, ShardMap};
 use crate::domain::store::Write;
 
-/// Bulk transfers (snapshots, reshard sends) may take longer than a control call (as in
-/// `rpc/client.rs`).
+/// A reshard batch may take longer to stage than a control call takes (as in `rpc/client.rs`).
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `Peers` of one simulated process.
@@ -195,13 +195,33 @@ impl Peers for SimPeers {
         })
     }
 
-    fn send_reshard_data(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<u64>> {
+    fn send_reshard_data(
+        &self,
+        to: &str,
+        map: &ShardMap,
+    ) -> BoxFuture<'_, PeerResult<SendReports>> {
         let map = map.clone();
-        self.run(to, BULK_TIMEOUT, move |n| async move {
+        let net = self.net.clone();
+        let (from, to_addr) = (self.me.clone(), to.to_string());
+        self.run(to, self.net.rpc_timeout, move |n| async move {
             pushed(&n, &map)?;
-            n.send_reshard_data(map)
-                .await
-                .map_err(|e| refused("Aborted", e))
+            let sender = n.clone();
+            let life_ok = move || {
+                !net.is_cut(&to_addr, &from)
+                    && net
+                        .node(&to_addr)
+                        .is_some_and(|x| Arc::ptr_eq(&x.0, &sender.0))
+            };
+            // Each report crosses the link: a cut or a dead sender ends the stream with an error.
+            let reports = n
+                .send_reshard_reports(map)
+                .map(move |r| match r {
+                    Ok(_) if !life_ok() => Err(PeerError::Unreachable("sim: stream cut".into())),
+                    Ok(report) => Ok(report),
+                    Err(e) => Err(refused("Aborted", e)),
+                })
+                .boxed();
+            Ok::<SendReports, PeerError>(reports)
         })
     }
 
@@ -211,7 +231,12 @@ impl Peers for SimPeers {
         epoch: u64,
         writes: Vec<Write>,
     ) -> BoxFuture<'_, PeerResult<()>> {
+        let slow = self.net.stage_delay();
         self.run(to, BULK_TIMEOUT, move |n| async move {
+            // a slow disk at the receiver: each batch of keys takes this long to stage
+            if !writes.is_empty() {
+                tokio::time::sleep(slow).await;
+            }
             n.stage(epoch, writes)
                 .map_err(|e| refused("FailedPrecondition", e))
         })
