@@ -171,12 +171,12 @@ impl pb::state_transfer_server::StateTransfer for Sink {
     async fn receive_reshard_data(
         &self,
         req: Request<Streaming<pb::ReshardBatch>>,
-    ) -> Result<Response<pb::Ack>, Status> {
+    ) -> Result<Response<pb::ReshardReceipt>, Status> {
         let mut s = req.into_inner();
         while let Some(b) = s.next().await {
             std::hint::black_box(b?);
         }
-        Ok(Response::new(pb::Ack {}))
+        Ok(Response::new(pb::ReshardReceipt::default()))
     }
     async fn commit_reshard(&self, _: Request<pb::ShardMap>) -> Result<Response<pb::Ack>, Status> {
         Err(Status::unimplemented("sink"))

@@ -11,8 +11,9 @@ use causalkv::tools::sim::net::LinkFaults;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-/// Keys loaded: 100 KiB values, 40 to a 4 MiB reshard batch, so a reshard sends ~20 batches.
-const KEYS: usize = 400;
+/// Keys loaded: 100 KiB values, 40 to a 4 MiB reshard batch. The spare, a member of no old
+/// shard, gets every key of its new shard (~400: ~10 batches); the others hold theirs already.
+const KEYS: usize = 800;
 
 fn value(k: usize) -> String {
     format!("{k}:{}", "v".repeat(100 << 10))
@@ -82,7 +83,7 @@ async fn a_slow_but_progressing_reshard_completes() {
     let took = started.elapsed();
     assert!(matches!(r, Ok(Ok(()))), "{r:?} after {took:?}");
     assert!(
-        took > Duration::from_secs(70),
+        took > Duration::from_secs(60),
         "the copy outlasted the old fixed deadlines (30 s, 60 s): {took:?}"
     );
     c.net.set_stage_delay(Duration::ZERO);
@@ -113,4 +114,62 @@ async fn a_reshard_whose_batches_stop_being_taken_rolls_back() {
     assert_eq!(coordinator.status().map_epoch, epoch, "the old map stays");
     assert_eq!(coordinator.shard_ids().len(), 1);
     everyone_reads_everything(&c).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_owner_of_the_same_old_shard_that_lacks_writes_gets_them() {
+    let c = SimCluster::new(4, Some(1), 33, LinkFaults::default());
+    assert!(c.start_all().await);
+    for k in 0..20 {
+        let r = put(&c, k % 4, &format!("a{k}"), &format!("a{k}")).await;
+        assert_eq!(r.status(), Some(201), "{r:?}");
+    }
+    // node 3 misses the next writes (its peers drop their queues to it)...
+    c.isolate(3);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for k in 0..40 {
+        let r = put(&c, k % 3, &format!("b{k}"), &format!("b{k}")).await;
+        assert_eq!(r.status(), Some(201), "{r:?}");
+    }
+    c.heal();
+    // ...and is back in everyone's view before anti-entropy brought them
+    let mut waited = 0;
+    while !(0..3).all(|i| c.node(i).is_some_and(|n| n.view().contains(&c.addrs[3]))) {
+        assert!(waited < 400, "node 3 never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let held = c.node(3).and_then(|n| n.local_key_count(0));
+    assert!(
+        held.is_some_and(|n| n < 60),
+        "node 3 lacks writes: {held:?}"
+    );
+    let r = c.node(0).expect("node 0").reshard(2).await;
+    assert!(r.is_ok(), "{r:?}");
+    for i in 0..4 {
+        for k in 0..40 {
+            let r = get(&c, i, &format!("b{k}")).await;
+            assert_eq!(
+                r.body().get("value").and_then(Value::as_str),
+                Some(format!("b{k}").as_str()),
+                "node {i}"
+            );
+        }
+    }
+    // node 3's own copy of its new shard holds every key of it
+    let n3 = c.node(3).expect("node 3");
+    let shard = n3.node_shard().expect("a member");
+    let mut total = 0;
+    for s in n3.shard_ids() {
+        total += n3.shard_key_count(s).await.expect("count");
+    }
+    assert_eq!(total, 60);
+    for m in n3.shard_members(shard).expect("members") {
+        let i = c.addrs.iter().position(|a| *a == m).expect("a node");
+        assert_eq!(
+            c.node(i).and_then(|n| n.local_key_count(shard)),
+            n3.local_key_count(shard),
+            "{m} and node 3 hold the same keys"
+        );
+    }
 }

@@ -18,6 +18,7 @@ pub mod op;
 pub mod peers;
 pub mod replication;
 pub mod reshard;
+pub mod reshard_send;
 pub mod reshard_watch;
 pub mod scripted;
 pub mod shards;

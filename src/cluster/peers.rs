@@ -86,6 +86,19 @@ pub enum SnapshotPart {
 /// A snapshot as it streams in.
 pub type SnapshotStream = BoxStream<'static, PeerResult<SnapshotPart>>;
 
+/// What a node's own replica holds, as a reshard's receiver reports it: its store holds every
+/// write of `generation` that `clock` covers, and with `complete` its shard's data of earlier
+/// generations (see `reshard`: a sender of the same old shard sends it only what it lacks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// The replica's data generation.
+    pub generation: u64,
+    /// The replica's delivered clock.
+    pub clock: VectorClock,
+    /// Whether the replica holds its shard's data of earlier generations.
+    pub complete: bool,
+}
+
 /// What a reshard's sender reports to its coordinator while it copies (see `reshard_watch`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendReport {
@@ -152,13 +165,14 @@ pub trait Peers: Send + Sync + 'static {
     fn send_reshard_data(&self, to: &str, map: &ShardMap)
     -> BoxFuture<'_, PeerResult<SendReports>>;
     /// Sends one batch of keys to a new owner during a reshard (an empty batch keeps the
-    /// owner's prepared change alive, or fails if it is not prepared).
+    /// owner's prepared change alive, or fails if it is not prepared); answers what the
+    /// owner's own replica holds.
     fn receive_reshard_data(
         &self,
         to: &str,
         epoch: u64,
         writes: Vec<Write>,
-    ) -> BoxFuture<'_, PeerResult<()>>;
+    ) -> BoxFuture<'_, PeerResult<Holding>>;
     /// Reshard phase 3 on the peer.
     fn commit_reshard(&self, to: &str, map: &ShardMap) -> BoxFuture<'_, PeerResult<()>>;
     /// Reshard abort on the peer.

@@ -1,45 +1,34 @@
 //! Resharding with key transfer, coordinated by the node that received the request:
 //! 1. prepare: every node in the view stops taking client writes and opens a staging area;
 //! 2. transfer: one live member of each old shard catches up with its shard peers, then streams
-//!    every key to the members of the key's new shard;
+//!    every key to the members of the key's new shard that lack it (`reshard_send`);
 //! 3. commit: every node installs the new map with its staged keys (a node that misses the
 //!    commit learns the map from heartbeats and pulls its data).
 //!
 //! Any failure before commit aborts everywhere: the old map and data stay in force.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use futures::future::join_all;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
-use super::batch::Batcher;
 use super::reshard_watch::{SEND_IDLE, watch_sender};
 use super::status::ReshardPhase;
 use super::{Error, Node, Staging};
 use crate::domain::replica::write_bytes;
-use crate::domain::shard::{ShardId, ShardMap};
-use crate::domain::store::{SLICES, Write};
+use crate::domain::shard::ShardMap;
+use crate::domain::store::Write;
 
 /// A prepared reshard that hears nothing of its change for this long (no batch staged, no
 /// keep-alive from its coordinator, no commit) is dropped: its coordinator died. An idle
 /// timeout, so a long transfer that keeps going is never cut off (see `reshard_watch`).
 pub const STAGING_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most writes per transfer message (the byte bound, `batch::MAX_BATCH_BYTES`, usually cuts
-/// first for values above ~1 KiB).
-const TRANSFER_BATCH: usize = 4_096;
 /// Bytes one node may stage for a reshard (counted as in the causal buffer): far above any
 /// shard this in-memory store holds on the machines we run on, and a hard stop for a transfer
 /// that would otherwise grow without bound. Past it the reshard aborts; the old map stays.
 pub const MAX_STAGING_BYTES: usize = 4 << 30;
-/// Reshard batches a sender keeps in flight at once (over all targets): enough to overlap
-/// reading the store with sending and with the receivers' merging, few enough to bound memory
-/// (each is at most `batch::MAX_BATCH_BYTES` plus one value).
-const SENDS_IN_FLIGHT: usize = 4;
 
 impl Node {
     /// Reshards the store into `shard_count` shards over the nodes of the view. The reshard
@@ -203,103 +192,17 @@ impl Node {
             return Err(Error::ChangeInProgress);
         }
         self.persist_staged(&map, Vec::new());
-        let replaced = st.staging.replace(Staging::new(map));
+        let reshard = map.generation > st.replica.generation;
+        let replaced = st.staging.replace(Staging::new(map.clone()));
         drop(st);
         super::commit::drop_off_lock(replaced.map(|s| s.store));
+        if reshard && tokio::runtime::Handle::try_current().is_ok() {
+            // merge this node's own keys of its new shard while the keys are sent, so the
+            // commit finds (almost) nothing left to merge (it stops if the change is dropped)
+            let node = self.clone();
+            tokio::spawn(async move { node.premerge(&map).await });
+        }
         Ok(())
-    }
-
-    /// Phase 2 here: catch up with this shard's peers, then stream every key to its new owners,
-    /// reading the store a slice at a time (never the whole store under the lock) and sending
-    /// each owner byte-bounded batches as they fill, up to [`SENDS_IN_FLIGHT`] at once so that
-    /// reading, sending and the receivers' merging overlap.
-    pub async fn send_reshard_data(&self, map: ShardMap) -> Result<u64, Error> {
-        self.catch_up_with_shard().await;
-        let _permit = self.copy_permit().await?;
-        let owners: HashMap<ShardId, Vec<String>> =
-            map.ids().into_iter().map(|s| (s, map.members(s))).collect();
-        let generation = self.state().replica.generation;
-        // ordered, so the sends go out in the same order every run (simulations replay exactly)
-        let mut batchers: BTreeMap<String, Batcher> = BTreeMap::new();
-        let mut in_flight = FuturesUnordered::new();
-        let mut sent = 0u64;
-        for i in 0..SLICES {
-            let mut local = Vec::new();
-            let mut full = Vec::new();
-            let slice = {
-                let st = self.state();
-                if st.replica.generation != generation {
-                    return Err(Error::GenerationChanged);
-                }
-                st.replica.store.slice(i, None)
-            };
-            for w in slice {
-                let Some(members) = owners.get(&map.shard_for_key(&w.key)) else {
-                    continue;
-                };
-                let mut w = Some(w);
-                for (n, m) in members.iter().enumerate() {
-                    // the last owner takes the write itself, the others a copy
-                    let Some(w) = (if n + 1 == members.len() {
-                        w.take()
-                    } else {
-                        w.clone()
-                    }) else {
-                        continue;
-                    };
-                    if *m == *self.me {
-                        local.push(w);
-                    } else if let Some(b) = batchers
-                        .entry(m.clone())
-                        .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
-                        .push(w)
-                    {
-                        full.push((m.clone(), b));
-                    }
-                }
-            }
-            sent += local.len() as u64;
-            self.stats.moved(0);
-            self.stage(map.epoch, local)?;
-            in_flight.extend(
-                full.into_iter()
-                    .map(|(t, w)| self.send_batch(map.epoch, t, w)),
-            );
-            // start the new sends and collect finished ones without waiting...
-            while let Some(Some(r)) = in_flight.next().now_or_never() {
-                sent += r?;
-            }
-            // ...and wait only while too many are out
-            while in_flight.len() > SENDS_IN_FLIGHT {
-                sent += in_flight.next().await.unwrap_or(Ok(0))?;
-            }
-            tokio::task::yield_now().await;
-        }
-        in_flight.extend(
-            batchers
-                .into_iter()
-                .filter_map(|(t, mut b)| b.finish().map(|w| self.send_batch(map.epoch, t, w))),
-        );
-        while let Some(r) = in_flight.next().await {
-            sent += r?;
-        }
-        Ok(sent)
-    }
-
-    /// Sends one batch of the reshard of `epoch` to `target`; returns how many writes went out.
-    async fn send_batch(
-        &self,
-        epoch: u64,
-        target: String,
-        writes: Vec<Write>,
-    ) -> Result<u64, Error> {
-        let n = writes.len() as u64;
-        self.peers
-            .receive_reshard_data(&target, epoch, writes)
-            .await
-            .map_err(|e| Error::peer(&target, e))?;
-        self.stats.moved(n as usize);
-        Ok(n)
     }
 
     /// Stores keys received for the reshard of `epoch` (none: a keep-alive of the change). Past

@@ -87,7 +87,7 @@ impl Node {
                             warn!(node = %self.me, peer = %n, error = %e, "reshard keep-alive not delivered");
                             Ok(())
                         }
-                        Ok(()) => Ok(()),
+                        Ok(_) => Ok(()),
                     }
                 };
                 r.map_err(|e| Error::Refused {

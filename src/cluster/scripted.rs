@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 
 use super::op::{ForwardOp, OpReply};
 use super::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReports,
+    AnnounceReply, ChangeKind, HeartbeatReply, Holding, PeerError, PeerResult, Peers, SendReports,
     SnapshotPart, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
@@ -129,7 +129,7 @@ impl Peers for ScriptedPeers {
         _: &str,
         _: u64,
         _: Vec<Write>,
-    ) -> BoxFuture<'_, PeerResult<()>> {
+    ) -> BoxFuture<'_, PeerResult<Holding>> {
         refused()
     }
     fn commit_reshard(&self, _: &str, _: &ShardMap) -> BoxFuture<'_, PeerResult<()>> {

@@ -352,6 +352,26 @@ impl Store {
             .collect()
     }
 
+    /// The entries of slice `i` that `keep` accepts, as writes. `keep` sees each entry's key
+    /// and (generation, origin, seq) before it is decoded, so the entries it turns down cost
+    /// no copy (a reshard's sender skips what every new owner already holds).
+    pub fn slice_where(
+        &self,
+        i: usize,
+        keep: impl Fn(&str, (u64, &str, u64)) -> bool,
+    ) -> Vec<Write> {
+        let Some(m) = self.slices.get(i) else {
+            return Vec::new();
+        };
+        m.iter()
+            .filter(|(k, s)| {
+                let origin = &*self.origins[s.origin as usize];
+                keep(k, (u64::from(s.generation), origin, s.seq))
+            })
+            .map(|(k, s)| self.write_of(k, s))
+            .collect()
+    }
+
     /// The stamp of slice `i`: it changes whenever the slice does, and is 0 for a slice never
     /// written. Equal stamps mean the slice is unchanged, so a copy of it taken earlier (e.g. a
     /// reshard's merge, done a slice at a time off the lock) is still current.

@@ -26,7 +26,7 @@ use crate::cluster::batch::message_limit;
 use crate::cluster::now_ms;
 use crate::cluster::op::{ForwardOp, OpReply};
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReport,
+    AnnounceReply, ChangeKind, HeartbeatReply, Holding, PeerError, PeerResult, Peers, SendReport,
     SendReports, SnapshotPart, SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
@@ -541,7 +541,7 @@ impl Peers for GrpcPeers {
         to: &str,
         epoch: u64,
         writes: Vec<Write>,
-    ) -> BoxFuture<'_, PeerResult<()>> {
+    ) -> BoxFuture<'_, PeerResult<Holding>> {
         let to = to.to_string();
         Box::pin(async move {
             let mut c = StateTransferClient::new(self.channel(&to)?)
@@ -557,7 +557,14 @@ impl Peers for GrpcPeers {
                 c.receive_reshard_data(self.request(stream, BULK_TIMEOUT)),
             )
             .await
-            .map(|_| ())
+            .and_then(|r| {
+                let r = r.into_inner();
+                Ok(Holding {
+                    generation: r.generation,
+                    clock: clock_from_pb(r.clock).map_err(status_to_error)?,
+                    complete: r.complete,
+                })
+            })
         })
     }
 

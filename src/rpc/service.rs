@@ -267,7 +267,7 @@ impl pb::state_transfer_server::StateTransfer for Services {
     async fn receive_reshard_data(
         &self,
         req: Request<Streaming<pb::ReshardBatch>>,
-    ) -> Result<Response<pb::Ack>, Status> {
+    ) -> Result<Response<pb::ReshardReceipt>, Status> {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -277,7 +277,12 @@ impl pb::state_transfer_server::StateTransfer for Services {
                 .stage(batch.epoch, writes)
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        Ok(Response::new(pb::Ack {}))
+        let held = self.0.holding();
+        Ok(Response::new(pb::ReshardReceipt {
+            generation: held.generation,
+            clock: clock_to_pb(&held.clock),
+            complete: held.complete,
+        }))
     }
 
     async fn commit_reshard(

@@ -13,7 +13,7 @@ use super::net::Net;
 use crate::cluster::Node;
 use crate::cluster::op::{ForwardOp, OpReply};
 use crate::cluster::peers::{
-    AnnounceReply, ChangeKind, HeartbeatReply, PeerError, PeerResult, Peers, SendReports,
+    AnnounceReply, ChangeKind, HeartbeatReply, Holding, PeerError, PeerResult, Peers, SendReports,
     SnapshotStream,
 };
 use crate::domain::clock::VectorClock;
@@ -230,7 +230,7 @@ impl Peers for SimPeers {
         to: &str,
         epoch: u64,
         writes: Vec<Write>,
-    ) -> BoxFuture<'_, PeerResult<()>> {
+    ) -> BoxFuture<'_, PeerResult<Holding>> {
         let slow = self.net.stage_delay();
         self.run(to, BULK_TIMEOUT, move |n| async move {
             // a slow disk at the receiver: each batch of keys takes this long to stage
@@ -238,7 +238,8 @@ impl Peers for SimPeers {
                 tokio::time::sleep(slow).await;
             }
             n.stage(epoch, writes)
-                .map_err(|e| refused("FailedPrecondition", e))
+                .map_err(|e| refused("FailedPrecondition", e))?;
+            Ok(n.holding())
         })
     }
 
