@@ -188,7 +188,10 @@ mod tests {
         let pulls = Semaphore::new(1);
         let g: SyncGuard<'_> = pulls.try_acquire().expect("free");
         assert!(pulls.try_acquire().is_err(), "one at a time");
-        assert!(pulls.try_acquire().is_err(), "a failed take leaves the holder's permit held");
+        assert!(
+            pulls.try_acquire().is_err(),
+            "a failed take leaves the holder's permit held"
+        );
         drop(g);
         assert_eq!(pulls.available_permits(), 1);
         // a future holding the guard, cancelled mid-way (dropped while pending)
