@@ -16,6 +16,7 @@ use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle};
 
 use super::super::codec::{self, Malformed};
 use super::super::{Change, Kept, Recovered, StorageError};
+use super::ops::Ops;
 use crate::domain::store::Write;
 
 /// The counters' partition (and the replica's data in an old directory).
@@ -101,50 +102,6 @@ pub(super) struct Db {
     data: PartitionHandle,
     /// Area partitions opened so far, by name.
     parts: HashMap<String, PartitionHandle>,
-}
-
-/// One group's key updates, the last one per key kept: fjall gives every item of a batch the
-/// same sequence number, so two updates of one key in a batch (a key replicated twice in one
-/// batch, the counters of every job of a group) would leave either one standing.
-#[derive(Default)]
-pub(super) struct Ops {
-    parts: Vec<PartitionHandle>,
-    /// (index in `parts`, key) → value, `None` = delete.
-    keys: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
-}
-
-impl Ops {
-    fn slot(&mut self, part: &PartitionHandle) -> usize {
-        match self.parts.iter().position(|p| p.name == part.name) {
-            Some(i) => i,
-            None => {
-                self.parts.push(part.clone());
-                self.parts.len() - 1
-            }
-        }
-    }
-
-    fn put(&mut self, part: &PartitionHandle, key: impl AsRef<[u8]>, value: Vec<u8>) {
-        let i = self.slot(part);
-        self.keys.insert((i, key.as_ref().to_vec()), Some(value));
-    }
-
-    fn del(&mut self, part: &PartitionHandle, key: impl AsRef<[u8]>) {
-        let i = self.slot(part);
-        self.keys.insert((i, key.as_ref().to_vec()), None);
-    }
-
-    /// The batch that stores every update at once.
-    pub(super) fn into_batch(self, ks: &Keyspace) -> fjall::Batch {
-        let mut batch = ks.batch();
-        for ((i, key), value) in self.keys {
-            match value {
-                Some(v) => batch.insert(&self.parts[i], key, v),
-                None => batch.remove(&self.parts[i], key),
-            }
-        }
-        batch
-    }
 }
 
 impl Db {

@@ -4,6 +4,7 @@
 //! process has it open: a second node started on it refuses to start, naming it.
 
 mod db;
+mod ops;
 mod writer;
 
 use std::fs::File;

