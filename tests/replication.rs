@@ -142,20 +142,23 @@ async fn causal_scenario_with_a_paused_replica() {
         "alice still lists paused bob"
     );
     c.resume(bob);
+    // Bob is on probation at alice: until it has pulled what it missed (a replica on probation
+    // pulls at once, so it may already have) it refuses the new metadata and serves the old
+    // value to the old metadata. (A PUT refused there changes nothing: tests/sim.rs checks it
+    // where the window cannot close under the test's feet.)
     let (s, b) = c.get(bob, "x", &m_new).await;
-    assert_eq!(
-        (s, &b["error"]),
-        (503, &json!(UNSATISFIED)),
-        "bob must not have the new writes yet: {b}"
+    let pulled = s == 200 && b["value"] == json!("newest");
+    assert!(
+        pulled || (s, &b["error"]) == (503, &json!(UNSATISFIED)),
+        "bob answered the new metadata with {s} {b}"
     );
     let (s, b) = c.get(bob, "x", &m_old).await;
-    assert_eq!((s, &b["value"]), (200, &json!("old")), "{b}");
-    // a PUT that gets 503 changes nothing
-    let (s, _) = c.put(bob, "x", json!("rejected"), &m_new).await;
-    assert_eq!(s, 503);
-    let (_, b) = c.get(bob, "x", &m_old).await;
-    assert_eq!(b["value"], json!("old"));
-    // after the grace period bob is re-admitted and synced
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["value"] == json!("old") || b["value"] == json!("newest"),
+        "{b}"
+    );
+    // bob is synced, and re-admitted after the grace period
     eventually(Duration::from_secs(10), "bob converges", || async {
         let (s, b) = c.get(bob, "x", &m_new).await;
         (s == 200 && b["value"] == json!("newest")).then_some(())

@@ -96,6 +96,49 @@ async fn a_flapping_peer_is_readmitted_only_after_staying_reachable_for_the_grac
     );
 }
 
+/// A replica back from a partition is on probation (not in the view) for the grace period, but
+/// it already receives its shard's writes and pulls what it missed: a write acknowledged by the
+/// other replica meanwhile survives that replica's kill before the grace period ends.
+#[tokio::test(start_paused = true)]
+async fn a_replica_on_probation_receives_writes_before_it_is_admitted() {
+    let grace = Duration::from_secs(5);
+    let c = SimCluster::new(2, None, 13, LinkFaults::default()).with_grace(grace);
+    assert!(c.start_all().await);
+    c.isolate(1);
+    assert!(
+        eventually(Duration::from_secs(5), async || !in_view(&c, 0, 1)).await,
+        "an isolated replica leaves the view"
+    );
+    let missed = put(&c, 0, "missed", json!("while cut off"), &Value::Null).await;
+    assert_eq!(missed.status(), Some(201), "{missed:?}");
+    c.heal();
+    let healed = tokio::time::Instant::now();
+    tokio::time::sleep(HEARTBEAT * 3).await;
+    let during = put(&c, 0, "during", json!("on probation"), &meta(&missed)).await;
+    assert_eq!(during.status(), Some(201), "{during:?}");
+    // both writes reach node 1 while it is still on probation at node 0
+    assert!(
+        eventually(grace / 2, async || {
+            let r = get(&c, 1, "during", &meta(&during)).await;
+            r.body().get("value") == Some(&json!("on probation"))
+        })
+        .await,
+        "the replica on probation never received the write"
+    );
+    assert!(!in_view(&c, 0, 1), "admitted before the grace period");
+    assert!(healed.elapsed() < grace);
+    // the only other replica dies before the grace period ends: nothing acknowledged is lost
+    c.kill(0);
+    for (key, value, m) in [
+        ("missed", "while cut off", meta(&missed)),
+        ("during", "on probation", meta(&during)),
+    ] {
+        let r = get(&c, 1, key, &m).await;
+        assert_eq!(r.status(), Some(200), "{key}: {r:?}");
+        assert_eq!(r.body()["value"], json!(value), "{key}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn both_sides_of_a_partition_serve_and_converge_after_it_heals() {
     let c = SimCluster::new(3, None, 12, LinkFaults::default());

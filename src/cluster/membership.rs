@@ -24,9 +24,10 @@ const STALL_THRESHOLD: Duration = Duration::from_millis(600);
 /// What a heartbeat handler answers.
 #[derive(Debug, Default)]
 pub struct HeartbeatAnswer {
-    /// Whether the caller is in our view.
+    /// Whether we hear from the caller (it is in our view or on probation): then our clock
+    /// tells it what to pull from us.
     pub admitted: bool,
-    /// Our clock (when the caller is admitted).
+    /// Our clock (when `admitted`).
     pub clock: VectorClock,
     /// Our generation.
     pub generation: u64,
@@ -127,7 +128,7 @@ impl Node {
                 st.my_shard(&self.me).is_some() && st.map.shard_of(peer) == st.my_shard(&self.me);
             let usable = reply.admitted
                 && same_shard
-                && st.liveness.in_view(peer)
+                && st.liveness.reachable(peer)
                 && reply.generation == st.replica.generation
                 && !st.resharding();
             // Sync only when we still lack what the peer had delivered one heartbeat ago:
@@ -172,7 +173,7 @@ impl Node {
         let (t, answer) = {
             let mut st = self.state();
             let t = st.contact(sender, incarnation);
-            let admitted = st.liveness.in_view(sender);
+            let admitted = st.liveness.reachable(sender);
             let answer = HeartbeatAnswer {
                 admitted,
                 clock: if admitted {

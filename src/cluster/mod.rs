@@ -143,15 +143,22 @@ impl State {
         self.map.members(id)
     }
 
-    /// Members of `me`'s shard in the view, other than `me`.
+    /// Members of `me`'s shard other than `me` that we hear from: those in the view first, then
+    /// those on probation. Both receive the shard's writes and may be pulled from, so a replica
+    /// waiting out its grace period already holds every write when it is admitted (and a kill of
+    /// the other replica meanwhile loses nothing).
     pub fn shard_peers(&self, me: &str) -> Vec<String> {
         match self.my_shard(me) {
             None => Vec::new(),
-            Some(s) => self
-                .members(s)
-                .into_iter()
-                .filter(|m| m != me && self.liveness.in_view(m))
-                .collect(),
+            Some(s) => {
+                let (mut up, probation): (Vec<String>, Vec<String>) = self
+                    .members(s)
+                    .into_iter()
+                    .filter(|m| m != me && self.liveness.reachable(m))
+                    .partition(|m| self.liveness.in_view(m));
+                up.extend(probation);
+                up
+            }
         }
     }
 

@@ -186,7 +186,7 @@ impl Node {
             if matches!(e, PeerError::Unreachable(_) | PeerError::NotSent(_)) {
                 self.peer_failed(&peer, "replication failed", started);
             }
-            let still_up = self.state().liveness.in_view(&peer);
+            let still_up = self.state().liveness.reachable(&peer);
             failures += 1;
             let mut queue = q.lock();
             if !still_up {
@@ -221,7 +221,7 @@ impl Node {
                     warn!(node = %self.me, %peer, error = %e, writes = batch.len(), "replication batch refused");
                     return Err(e);
                 }
-                Err(e) if !self.state().liveness.in_view(peer) => return Err(e),
+                Err(e) if !self.state().liveness.reachable(peer) => return Err(e),
                 Err(e) if attempt < RETRY_BACKOFF.len() => {
                     debug!(node = %self.me, %peer, error = %e, "replication send failed, retrying");
                     tokio::time::sleep(RETRY_BACKOFF[attempt]).await;

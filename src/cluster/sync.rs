@@ -32,7 +32,9 @@ pub struct SyncGuard<'a>(&'a AtomicBool);
 impl<'a> SyncGuard<'a> {
     /// Takes `flag` if it is free.
     pub fn try_take(flag: &'a AtomicBool) -> Option<Self> {
-        (!flag.swap(true, Ordering::AcqRel)).then_some(Self(flag))
+        // `then`, not `then_some`: a guard built eagerly for a failed take would be dropped at
+        // once and release the flag its holder still owns.
+        (!flag.swap(true, Ordering::AcqRel)).then(|| Self(flag))
     }
 }
 
@@ -196,6 +198,11 @@ mod tests {
         let flag = AtomicBool::new(false);
         let g = SyncGuard::try_take(&flag).expect("free");
         assert!(SyncGuard::try_take(&flag).is_none(), "one at a time");
+        assert!(
+            flag.load(Ordering::Acquire),
+            "a failed take leaves the holder's flag set"
+        );
+        assert!(SyncGuard::try_take(&flag).is_none(), "still one at a time");
         drop(g);
         assert!(!flag.load(Ordering::Acquire));
         // a future holding the guard, cancelled mid-way (dropped while pending)

@@ -105,6 +105,16 @@ impl PeerTable {
                 .is_some_and(|p| p.state == PeerState::Up)
     }
 
+    /// True when `addr` is this node, an up peer or a peer on probation: one we hear from. Such a
+    /// peer receives its shard's writes and may be pulled from (it is not yet forwarded to).
+    pub fn reachable(&self, addr: &str) -> bool {
+        addr == self.me
+            || self
+                .peers
+                .get(addr)
+                .is_some_and(|p| p.state != PeerState::Down)
+    }
+
     /// Every known peer (not this node), whatever its state.
     pub fn peers(&self) -> impl Iterator<Item = (&str, &Peer)> {
         self.peers.iter().map(|(a, p)| (a.as_str(), p))
@@ -249,13 +259,17 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(t.contact(B, 7, t0), Transition::None);
         assert_eq!(t.suspect(B), Transition::Suspected);
-        assert!(!t.in_view(B));
+        assert!(!t.in_view(B) && !t.reachable(B));
         assert_eq!(t.contact(B, 7, t0), Transition::OnProbation);
         assert_eq!(
             t.contact(B, 7, t0 + Duration::from_secs(2)),
             Transition::None
         );
         assert!(!t.in_view(B));
+        assert!(
+            t.reachable(B),
+            "on probation: receives writes, not forwarded to"
+        );
         // failing again during probation restarts the grace period
         assert_eq!(t.suspect(B), Transition::None);
         assert_eq!(

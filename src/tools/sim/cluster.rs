@@ -48,6 +48,8 @@ pub struct SimCluster {
     founders: usize,
     /// Time origin, on tokio's millisecond grid (see [`SimCluster::start_all`]).
     t0: std::sync::OnceLock<tokio::time::Instant>,
+    /// Flap-damping grace of the nodes ([`GRACE`] unless set by [`SimCluster::with_grace`]).
+    grace: Duration,
 }
 
 impl SimCluster {
@@ -66,6 +68,7 @@ impl SimCluster {
             shard_count: shards,
             founders: n,
             t0: std::sync::OnceLock::new(),
+            grace: GRACE,
         }
     }
 
@@ -84,6 +87,11 @@ impl SimCluster {
         }
     }
 
+    /// The same cluster with another flap-damping grace period (`CKV_GRACE_MS`).
+    pub fn with_grace(self, grace: Duration) -> Self {
+        Self { grace, ..self }
+    }
+
     /// The configuration of node `i`, as the environment would give it.
     pub fn config(&self, i: usize) -> Config {
         let view = if i < self.founders {
@@ -96,7 +104,7 @@ impl SimCluster {
             ("VIEW", view),
             ("CKV_HEARTBEAT_MS", HEARTBEAT.as_millis().to_string()),
             ("CKV_RPC_TIMEOUT_MS", RPC_TIMEOUT.as_millis().to_string()),
-            ("CKV_GRACE_MS", GRACE.as_millis().to_string()),
+            ("CKV_GRACE_MS", self.grace.as_millis().to_string()),
         ];
         let shards = self.shard_count.map(|n| n.to_string());
         Config::from_vars(|k| {
