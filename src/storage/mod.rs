@@ -205,4 +205,6 @@ pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, 
 }
 
 #[cfg(test)]
+mod legacy_tests;
+#[cfg(test)]
 mod tests;

@@ -13,7 +13,7 @@ use crate::domain::shard::ShardMap;
 use crate::domain::store::{Version, Write};
 use crate::domain::token_key::TokenKey;
 
-fn write(key: &str, seq: u64, generation: u64, value: Option<&str>) -> Write {
+pub(super) fn write(key: &str, seq: u64, generation: u64, value: Option<&str>) -> Write {
     Write {
         key: key.into(),
         version: Version {
@@ -26,7 +26,7 @@ fn write(key: &str, seq: u64, generation: u64, value: Option<&str>) -> Write {
     }
 }
 
-fn meta(generation: u64, seq: u64) -> ReplicaMeta {
+pub(super) fn meta(generation: u64, seq: u64) -> ReplicaMeta {
     ReplicaMeta {
         generation,
         clock: VectorClock::from_entries([("127.0.0.2:8090".to_string(), seq)]),
@@ -34,7 +34,7 @@ fn meta(generation: u64, seq: u64) -> ReplicaMeta {
     }
 }
 
-fn map(epoch: u64, generation: u64) -> ShardMap {
+pub(super) fn map(epoch: u64, generation: u64) -> ShardMap {
     let nodes: Vec<String> = (2..8).map(|i| format!("127.0.0.{i}:8090")).collect();
     let mut m = ShardMap::initial(&nodes, 2);
     m.epoch = epoch;
@@ -42,14 +42,14 @@ fn map(epoch: u64, generation: u64) -> ShardMap {
     m
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
+pub(super) fn scratch(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("ckv-storage-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     p
 }
 
 /// What a recovery handed over: the rest, the replica's writes and the staged ones (by key).
-fn read(s: &dyn Storage) -> (Recovered, Vec<Write>, Vec<Write>) {
+pub(super) fn read(s: &dyn Storage) -> (Recovered, Vec<Write>, Vec<Write>) {
     let (mut writes, mut staged) = (Vec::new(), Vec::new());
     let r = s
         .recover(&mut |kept, w| match kept {
