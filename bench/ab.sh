@@ -40,6 +40,13 @@ start() { # BIN NODES SHARDS
   local bin=$1 n=$2 s=$3 view="" h i code
   for h in $(seq 2 $((n + 1))); do view+="$net.$h:9101,"; done
   view=${view%,}
+  # a server left running on one of the addresses would be measured instead (a node that
+  # cannot bind exits, and the old one answers the readiness probe)
+  for h in $(seq 2 $((n + 1))); do
+    if curl --noproxy '*' -s -o /dev/null --max-time 1 "http://$net.$h:9101/view"; then
+      echo "something already answers on $net.$h:9101: stop it first" >&2; exit 1
+    fi
+  done
   for h in $(seq 2 $((n + 1))); do
     SOCKET_ADDRESS=$net.$h:9101 VIEW=$view SHARD_COUNT=$s ${pin_server[@]+"${pin_server[@]}"} "$bin" serve 2>/dev/null &
     pids+=($!)
@@ -52,6 +59,9 @@ start() { # BIN NODES SHARDS
       [[ $i == 150 ]] && { echo "node $net.$h not ready" >&2; exit 1; }
       sleep 0.1
     done
+    ids=$(curl --noproxy '*' -s "http://$net.$h:9101/shard/ids" || true)
+    [[ $(python3 -c 'import json,sys; print(len(json.loads(sys.argv[1])["shard-ids"]))' "$ids" 2>/dev/null) == "$s" ]] ||
+      { echo "node $net.$h: shard ids $ids, expected $s shards" >&2; exit 1; }
   done
 }
 declare -A results

@@ -5,14 +5,15 @@
 #      interleaved (medians and ratios to in-memory printed at the end);
 #   2. a node holding FILL_KEYS keys (filled with CKV_FSYNC=off: same files) killed with SIGKILL
 #      and restarted: seconds until it serves, its data directory's size against the raw key+value
-#      bytes, and its resident memory per key.
+#      bytes, and its resident memory per key (and that of a node that kept running, for comparison).
 # Environment: CKV_BIN [target/release/causalkv]  NET [127.0.72]  CONNS [32]  SECONDS_PER_RUN [8]
 #              ROUNDS [2]  VALUE_SIZE [100]  FILL_KEYS [1000000]  OUT [bench/results/durable.txt]
+#              ONLY [all; put: part 1 only; restart: part 2 only]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${CKV_BIN:-$REPO/target/release/causalkv}"
 NET="${NET:-127.0.72}"; CONNS="${CONNS:-32}"; SECS="${SECONDS_PER_RUN:-8}"; ROUNDS="${ROUNDS:-2}"
-VALUE_SIZE="${VALUE_SIZE:-100}"; FILL_KEYS="${FILL_KEYS:-1000000}"
+VALUE_SIZE="${VALUE_SIZE:-100}"; FILL_KEYS="${FILL_KEYS:-1000000}"; ONLY="${ONLY:-all}"
 OUT="${OUT:-$REPO/bench/results/durable.txt}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ckv-durable-bench.XXXXXX")"
 ADDRS=("$NET.2:9101" "$NET.3:9101" "$NET.4:9101")
@@ -49,6 +50,7 @@ cluster() {      # FSYNC
 targets() { local a args=(); for a in "${ADDRS[@]}"; do args+=(--target "$a"); done; echo "${args[@]}"; }
 
 declare -A TPUT P99
+[[ "$ONLY" == restart ]] && ROUNDS=0
 for ((r = 1; r <= ROUNDS; r++)); do
     for mode in memory always batch; do
         cluster "$mode"
@@ -63,11 +65,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' $1; }
-base="$(median "${TPUT[memory]}")"
-for mode in memory always batch; do
-    m="$(median "${TPUT[$mode]}")"; p="$(median "${P99[$mode]}")"
-    say "median $mode: $m PUT/s (x$(python3 -c "print(round($m/$base, 2))") of in-memory) p99 $p ms"
-done
+if ((ROUNDS > 0)); then
+    base="$(median "${TPUT[memory]}")"
+    for mode in memory always batch; do
+        m="$(median "${TPUT[$mode]}")"; p="$(median "${P99[$mode]}")"
+        say "median $mode: $m PUT/s (x$(python3 -c "print(round($m/$base, 2))") of in-memory) p99 $p ms"
+    done
+fi
+[[ "$ONLY" == put ]] && exit 0
 
 # 2. restart of a node holding FILL_KEYS keys
 cluster off
@@ -76,6 +81,7 @@ cluster off
     --seconds 600 --warmup 0 --label fill --json >/dev/null 2>&1 || true
 sleep 2
 keys="$(curl -s "http://${ADDRS[2]}/shard/key-count/0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["shard-key-count"])')"
+rss_kept="$(awk '/VmRSS/ {print $2 * 1024}' "/proc/${PIDS[1]}/status")"
 kill -9 "${PIDS[2]}"; wait "${PIDS[2]}" 2>/dev/null || true
 start=$(date +%s.%N)
 start_node 2 off
@@ -87,4 +93,5 @@ rss="$(awk '/VmRSS/ {print $2 * 1024}' "/proc/${PIDS[2]}/status")"
 say "restart: node with $keys keys serving again after $took s"
 say "disk: $disk bytes = x$(python3 -c "print(round($disk/$raw, 2))") the raw key+value bytes ($raw)"
 say "resident memory after the restart: $rss bytes = $(python3 -c "print(round($rss/$keys))") B/key"
+say "resident memory of a node that never restarted: $rss_kept bytes = $(python3 -c "print(round($rss_kept/$keys))") B/key"
 stop

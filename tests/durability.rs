@@ -370,3 +370,40 @@ async fn a_full_disk_refuses_writes_cleanly_keeps_reads_and_loses_nothing() {
         c.kill(i);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_data_directory_refuses_to_start_naming_it() {
+    let dirs = Scratch::new("locked");
+    let mut c = durable_cluster(2, None, &dirs, &[]).await;
+    let meta = json!(null);
+    let (code, body) = c.put(0, "before", json!("1"), &meta).await;
+    assert!(matches!(code, 200 | 201), "{code} {body}");
+    // another node (its own address) given node 0's data directory
+    let log = dirs.0.join("second.log");
+    let taken = dirs.node(0);
+    let mut second = c.nodes[1]
+        .cmd
+        .clone()
+        .env("SOCKET_ADDRESS", &c.spare_addr(5))
+        .env("DATA_DIR", taken.to_str().expect("utf-8 path"))
+        .log(causalkv::tools::node_process::Log::File(log.clone()))
+        .spawn()
+        .expect("run causalkv");
+    eventually(Duration::from_secs(30), "the second process exits", || {
+        let exited = second.has_exited();
+        async move { exited.then_some(()) }
+    })
+    .await;
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        err.contains(taken.to_str().unwrap()) && err.contains("in use by another process"),
+        "{err}"
+    );
+    // the first one never noticed
+    let (code, body) = c.get(0, "before", &body["causal-metadata"]).await;
+    assert_eq!(code, 200, "{body}");
+    // the lock dies with its process, however it ends
+    c.kill(0);
+    c.spawn(0);
+    c.wait_up(0, Duration::from_secs(30)).await;
+}

@@ -10,7 +10,7 @@
 
 use super::{Node, State};
 use crate::domain::shard::ShardMap;
-use crate::domain::store::{SLICES, Store};
+use crate::domain::store::{SLICES, Store, Write};
 
 /// Passes over the store [`Node::premerge`] makes at most (re-merging slices that changed
 /// meanwhile) before it leaves the rest to the commit: client writes are held during a reshard,
@@ -33,8 +33,15 @@ pub fn drop_off_lock(store: Option<Store>) {
 
 /// Merges into the staging area the slices of the replica's store that changed since they were
 /// last merged (or were never merged), limited to `at_most` slices; returns how many it merged.
-/// Only keys of `map`'s shard for `me` are merged (a node in no new shard keeps nothing).
-pub(super) fn merge_changed(st: &mut State, me: &str, map: &ShardMap, at_most: usize) -> usize {
+/// Only keys of `map`'s shard for `me` are merged (a node in no new shard keeps nothing). The
+/// writes that won in the staging area are pushed to `won` if given (for storage).
+pub(super) fn merge_changed(
+    st: &mut State,
+    me: &str,
+    map: &ShardMap,
+    at_most: usize,
+    mut won: Option<&mut Vec<Write>>,
+) -> usize {
     let new_shard = map.shard_of(me);
     let State {
         replica, staging, ..
@@ -52,9 +59,12 @@ pub(super) fn merge_changed(st: &mut State, me: &str, map: &ShardMap, at_most: u
             continue;
         }
         if let Some(s) = new_shard {
-            replica
-                .store
-                .merge_slice_into(i, &mut staging.store, |k| map.shard_for_key(k) == s);
+            replica.store.merge_slice_into(
+                i,
+                &mut staging.store,
+                |k| map.shard_for_key(k) == s,
+                won.as_deref_mut(),
+            );
         }
         staging.merged[i] = stamp;
         merged += 1;
@@ -65,7 +75,9 @@ pub(super) fn merge_changed(st: &mut State, me: &str, map: &ShardMap, at_most: u
 impl Node {
     /// Merges this node's own keys of its new shard into the staging area of `map`'s reshard,
     /// one slice per lock hold, so the commit that follows has (almost) nothing left to merge.
-    /// Does nothing unless `map` commits the reshard staged here.
+    /// With storage the keys merged are staged there too, in the same lock hold, so the
+    /// commit stores only what it merges itself. Does nothing unless `map` commits the reshard
+    /// staged here.
     pub async fn premerge(&self, map: &ShardMap) {
         for _ in 0..PREMERGE_PASSES * SLICES {
             let merged = {
@@ -73,7 +85,12 @@ impl Node {
                 if map.generation <= st.replica.generation {
                     return;
                 }
-                merge_changed(&mut st, &self.me, map, 1)
+                let mut won = self.storage.is_some().then(Vec::new);
+                let merged = merge_changed(&mut st, &self.me, map, 1, won.as_mut());
+                if let Some(won) = won.filter(|w| !w.is_empty()) {
+                    self.persist_staged(map, won);
+                }
+                merged
             };
             if merged == 0 {
                 return;
@@ -155,7 +172,7 @@ mod tests {
             .expect("staged");
         node.premerge(&map).await;
         assert_eq!(
-            merge_changed(&mut node.state(), &me, &map, SLICES),
+            merge_changed(&mut node.state(), &me, &map, SLICES, None),
             0,
             "every slice merged ahead of the commit"
         );

@@ -11,8 +11,24 @@ use super::{Node, Staging, State, now_ms};
 use crate::domain::replica::Replica;
 use crate::domain::shard::ShardMap;
 use crate::domain::store::Store;
+use crate::domain::store::Write;
 use crate::domain::token_key;
-use crate::storage::{Change, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
+use crate::storage::{Change, Kept, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
+
+/// What installing a map did to the replica's data (see [`Node::persist_new_map`]).
+pub(super) enum NewGeneration {
+    /// Nothing: same generation.
+    None,
+    /// The staging area of `epoch` became the data, with `merged` merged into it at the commit.
+    Promoted {
+        /// Epoch of the committed reshard.
+        epoch: u64,
+        /// Own keys merged into the staged ones under the lock (stored with the promotion).
+        merged: Vec<Write>,
+    },
+    /// A new generation starting empty (the node missed the reshard).
+    Empty,
+}
 
 /// The replica's counters as storage keeps them.
 pub fn replica_meta(r: &Replica) -> ReplicaMeta {
@@ -29,9 +45,35 @@ pub fn next_incarnation(previous: u64) -> u64 {
     now_ms().max(previous.saturating_add(1))
 }
 
+/// The writes storage recovered, applied to stores as they were read (no list of them all is
+/// ever built: at a million keys that list alone outweighs the store).
+#[derive(Default)]
+pub(super) struct Loaded {
+    /// The replica's data.
+    store: Store,
+    /// A prepared reshard's staged keys, and their size as the staging area counts it.
+    staged: Store,
+    staged_bytes: usize,
+}
+
+impl Loaded {
+    /// Takes one recovered write.
+    fn take(&mut self, kept: Kept, w: Write) {
+        match kept {
+            Kept::Replica => {
+                self.store.apply(w);
+            }
+            Kept::Staged => {
+                self.staged_bytes += crate::cluster::batch::write_bytes(&w);
+                self.staged.apply(w);
+            }
+        }
+    }
+}
+
 /// Puts what storage recovered into a new node's state and starts recording changes.
 /// Returns whether there was replica data to recover (a used data directory).
-pub(super) fn restore(st: &mut State, rec: Recovered) -> bool {
+pub(super) fn restore(st: &mut State, rec: Recovered, loaded: Loaded) -> bool {
     // Tokens issued before the restart stay valid (the oldest key is signed with again).
     for key in rec.token_keys.iter().rev() {
         token_key::adopt(*key);
@@ -41,19 +83,14 @@ pub(super) fn restore(st: &mut State, rec: Recovered) -> bool {
     }
     let recovered = rec.replica.is_some();
     if let Some(meta) = rec.replica {
-        let mut store = Store::new();
-        for w in rec.writes {
-            store.apply(w);
-        }
-        st.replica.reset(meta.generation, store, meta.complete);
+        st.replica
+            .reset(meta.generation, loaded.store, meta.complete);
         st.replica.clock = meta.clock;
     }
-    if let Some((map, writes)) = rec.staged.filter(|(m, _)| m.epoch > st.map.epoch) {
+    if let Some(map) = rec.staged.filter(|m| m.epoch > st.map.epoch) {
         let mut staging = Staging::new(map);
-        staging.bytes = writes.iter().map(crate::cluster::batch::write_bytes).sum();
-        for w in writes {
-            staging.store.apply(w);
-        }
+        staging.bytes = loaded.staged_bytes;
+        staging.store = loaded.staged;
         st.staging = Some(staging);
     }
     st.replica.record_changes();
@@ -68,12 +105,13 @@ impl Node {
         peers: Arc<dyn super::peers::Peers>,
         storage: Arc<dyn Storage>,
     ) -> Result<Self, StorageError> {
-        let rec = storage.recover()?;
+        let mut loaded = Loaded::default();
+        let rec = storage.recover(&mut |kept, w| loaded.take(kept, w))?;
         let incarnation = next_incarnation(rec.incarnation);
         let node = Self::build(cfg, peers, Some(storage), incarnation);
         let (recovered, keys, own) = {
             let mut st = node.state();
-            let recovered = restore(&mut st, rec);
+            let recovered = restore(&mut st, rec, loaded);
             let changes = vec![
                 Change::Incarnation(incarnation),
                 Change::Map(st.map.clone()),
@@ -117,24 +155,41 @@ impl Node {
         self.persist(vec![Change::Applied(writes, replica_meta(&st.replica))])
     }
 
-    /// The changes of a new generation (a reshard committed, or missed) and of a new map.
-    pub(super) fn persist_new_map(&self, st: &mut State, new_generation: bool, unstaged: bool) {
+    /// The changes of a new map and, with it, of a new generation: a reshard committed here
+    /// promotes its staging area (what storage holds of it already, plus the writes merged at
+    /// the commit: O(changes) under the lock, never the whole store), or the node missed the
+    /// reshard and starts empty.
+    pub(super) fn persist_new_map(
+        &self,
+        st: &mut State,
+        generation: NewGeneration,
+        unstaged: bool,
+    ) {
         if self.storage.is_none() {
             return;
         }
         let mut changes = Vec::new();
-        if new_generation {
-            st.replica.take_changes();
-            let writes = st.replica.store.writes().collect();
-            changes.push(Change::Replaced(writes, replica_meta(&st.replica)));
-        } else {
-            changes.push(Change::Applied(
-                st.replica.take_changes(),
-                replica_meta(&st.replica),
-            ));
-        }
-        if unstaged {
-            changes.push(Change::Unstaged);
+        let meta = replica_meta(&st.replica);
+        // in a new generation, writes recorded before the reset were the old one's (stored)
+        let recorded = st.replica.take_changes();
+        match generation {
+            NewGeneration::None => {
+                changes.push(Change::Applied(recorded, meta));
+                if unstaged {
+                    changes.push(Change::Unstaged);
+                }
+            }
+            NewGeneration::Promoted { epoch, merged } => changes.push(Change::Promoted {
+                epoch,
+                writes: merged,
+                meta,
+            }),
+            NewGeneration::Empty => {
+                changes.push(Change::Replaced(Vec::new(), meta));
+                if unstaged {
+                    changes.push(Change::Unstaged);
+                }
+            }
         }
         changes.push(Change::Map(st.map.clone()));
         drop(self.persist(changes));
@@ -266,5 +321,75 @@ mod tests {
         let r = put(&n, &key, CausalMetadata::empty()).await;
         assert_eq!(r.outcome, Outcome::Created);
         assert_eq!(storage.key_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reshard_commit_stores_only_what_it_merges_and_survives_a_restart() {
+        let storage = Arc::new(MemoryStorage::new());
+        let first = node(&storage);
+        let mut meta = CausalMetadata::empty();
+        for k in own_keys(&first, 300) {
+            meta = put(&first, &k, meta).await.metadata.expect("metadata");
+        }
+        let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
+        let map = first.state().map.resharded(&view, 1).expect("reshard");
+        first.prepare_reshard(map.clone()).expect("prepared");
+        // a key of the other old shard arrives from its sender
+        let mine = first.node_shard();
+        let old_map = first.state().map.clone();
+        let other = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| Some(old_map.shard_for_key(k)) != mine)
+            .expect("a key of the other shard");
+        let sent = crate::domain::store::Write {
+            key: other.clone(),
+            version: crate::domain::store::Version {
+                generation: 1,
+                origin: view[2].as_str().into(),
+                seq: 1,
+                clock: crate::domain::clock::VectorClock::from_entries([(view[2].clone(), 1)]),
+            },
+            value: Some("\"sent\"".into()),
+        };
+        first.stage(map.epoch, vec![sent]).expect("staged");
+        first.premerge(&map).await;
+        // a late write of ours (replication draining) changes one slice after the merge
+        let late = own_keys(&first, 301).pop().expect("a key");
+        {
+            let mut st = first.state();
+            let (w, _) =
+                st.replica
+                    .local_write(&first.me, late.clone(), Some("\"late\"".into()), &meta);
+            drop(first.persist_replica(&mut st, false));
+            assert_eq!(w.key, late);
+        }
+        let before = storage.writes_submitted();
+        assert!(first.install_map(map.clone()));
+        assert_eq!(
+            storage.writes_submitted() - before,
+            1,
+            "the commit hands storage the late write only, not the 302 keys"
+        );
+        let (keys, generation) = {
+            let st = first.state();
+            (
+                st.replica.store.writes().collect::<Vec<_>>(),
+                st.replica.generation,
+            )
+        };
+        assert_eq!(keys.len(), 302);
+        drop(first);
+        let again = node(&storage);
+        let st = again.state();
+        assert_eq!(
+            (st.replica.generation, st.map.epoch),
+            (generation, map.epoch)
+        );
+        assert!(st.staging.is_none());
+        assert_eq!(st.replica.store.len(), keys.len());
+        for w in &keys {
+            let kept = st.replica.store.get(&w.key).expect("kept");
+            assert_eq!((&kept.version, &kept.value), (&w.version, &w.value));
+        }
     }
 }

@@ -4,6 +4,7 @@
 use futures::future::join_all;
 use tracing::{info, warn};
 
+use super::durable::NewGeneration;
 use super::peers::PeerError;
 use super::{Error, Node};
 use crate::domain::shard::{ShardId, ShardMap};
@@ -62,19 +63,26 @@ impl Node {
             let old_shard = st.my_shard(&self.me);
             let new_shard = map.shard_of(&self.me);
             let unstaged = st.staging.is_some() && map.generation > st.replica.generation;
+            let mut generation = NewGeneration::None;
             let need_sync = if map.generation > st.replica.generation {
                 // the slices not merged ahead of the commit (see `commit`); all of them when
                 // the map was learned without `commit_map`
-                super::commit::merge_changed(st, &self.me, &map, SLICES);
+                let mut won = self.storage.is_some().then(Vec::new);
+                super::commit::merge_changed(st, &self.me, &map, SLICES, won.as_mut());
                 let staged = st.staging.take().filter(|s| s.map.epoch == map.epoch);
                 replaced = Some(std::mem::take(&mut st.replica.store));
                 match staged {
                     Some(staging) => {
                         st.replica.reset(map.generation, staging.store, true);
+                        generation = NewGeneration::Promoted {
+                            epoch: map.epoch,
+                            merged: won.unwrap_or_default(),
+                        };
                         false
                     }
                     None => {
                         st.replica.reset(map.generation, Store::new(), false);
+                        generation = NewGeneration::Empty;
                         new_shard.is_some()
                     }
                 }
@@ -99,8 +107,7 @@ impl Node {
                 }
             }
             st.map = map;
-            let new_generation = st.replica.generation != generation_before;
-            self.persist_new_map(st, new_generation, unstaged);
+            self.persist_new_map(st, generation, unstaged);
             st.ahead.clear();
             if st.replica.generation != generation_before {
                 st.has_mine.clear();

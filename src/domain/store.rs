@@ -380,19 +380,25 @@ impl Store {
     }
 
     /// Merges the entries of slice `i` whose key satisfies `keep` into `into` (a join: entries
-    /// `into` holds newer versions of stay). Returns how many entries were offered.
+    /// `into` holds newer versions of stay), pushing each that won there to `won` if given.
+    /// Returns how many entries were offered.
     pub fn merge_slice_into(
         &self,
         i: usize,
         into: &mut Store,
         keep: impl Fn(&str) -> bool,
+        mut won: Option<&mut Vec<Write>>,
     ) -> usize {
         let Some(m) = self.slices.get(i) else {
             return 0;
         };
         let mut n = 0;
         for (k, s) in m.iter().filter(|(k, _)| keep(k)) {
-            into.apply_slot(self, k, s);
+            if into.apply_slot(self, k, s) != Applied::Superseded
+                && let Some(won) = won.as_deref_mut()
+            {
+                won.push(self.write_of(k, s));
+            }
             n += 1;
         }
         n
@@ -557,19 +563,26 @@ mod tests {
         // (origin "b" first, so the copied slots' origins are renumbered)
         into.apply(write("k8", "b", 1_000, &[("b", 1_000)], Some("newer")));
         let even = |k: &str| k[1..].parse::<u64>().is_ok_and(|n| n % 2 == 0);
+        let mut won = Vec::new();
         let offered: usize = (0..SLICES)
-            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .map(|i| s.merge_slice_into(i, &mut into, even, Some(&mut won)))
             .sum();
         assert_eq!(offered, 250);
+        assert_eq!(won.len(), 249, "every offered entry won but the newer k8");
+        assert!(
+            won.iter()
+                .all(|w| w.key != "k8" && into.get(&w.key).is_some())
+        );
         assert_eq!(into.live_count(), 250);
         assert_eq!(into.get("k8").unwrap().value.as_deref(), Some("newer"));
         assert_eq!(into.get("k2").unwrap(), s.get("k2").unwrap());
         assert!(into.get("k7").is_none(), "filtered out");
         // merging again is idempotent
+        won.clear();
         let again: usize = (0..SLICES)
-            .map(|i| s.merge_slice_into(i, &mut into, even))
+            .map(|i| s.merge_slice_into(i, &mut into, even, Some(&mut won)))
             .sum();
-        assert_eq!((again, into.live_count()), (250, 250));
+        assert_eq!((again, into.live_count(), won.len()), (250, 250, 0));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::convert::{
     change_kind_to_pb, clock_from_pb, clock_to_pb, forward_to_pb, map_from_pb, map_to_pb,
     reply_from_pb, write_into_pb, write_to_pb, writes_from_pb,
 };
-use super::forward_batch::{Lanes, Turn, Waiting, abandoned, chunks, deliver};
+use super::forward_batch::{FLIGHT_WAIT, Lanes, Turn, Waiting, abandoned, chunks, deliver};
 use super::pb;
 use super::pb::admin_client::AdminClient;
 use super::pb::membership_client::MembershipClient;
@@ -464,15 +464,22 @@ impl Peers for GrpcPeers {
             match self.lanes.join(&to, msg, orphans) {
                 Turn::Follow(answer) => answer.await.unwrap_or_else(|_| Err(abandoned())),
                 Turn::Lead(leader, answer) => {
-                    // let every other ready task queue its operation behind this one
+                    // let every other ready task queue its operation behind this one, and
+                    // what arrives during the round trip of the call in flight
                     tokio::task::yield_now().await;
-                    let mut ops = leader.take();
+                    leader.wait_for_flight(FLIGHT_WAIT).await;
+                    let (mut ops, flight) = leader.take();
                     if ops.len() == 1
                         && let Some((msg, _)) = ops.pop()
                     {
-                        return sender.one(msg).await;
+                        let r = sender.one(msg).await;
+                        drop(flight);
+                        return r;
                     }
-                    tokio::spawn(sender.batch(ops));
+                    tokio::spawn(async move {
+                        sender.batch(ops).await;
+                        drop(flight);
+                    });
                     answer.await.unwrap_or_else(|_| Err(abandoned()))
                 }
             }

@@ -233,6 +233,22 @@ pub fn decode_keys(bytes: &[u8]) -> Result<Vec<TokenKey>, Malformed> {
     Ok(out)
 }
 
+/// Encodes where an area of writes lives: a partition's name and the prefix of its keys.
+pub fn encode_area(part: &str, prefix: u64) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    put_bytes(part.as_bytes(), &mut out);
+    put_u64(prefix, &mut out);
+    out
+}
+
+/// Decodes [`encode_area`].
+pub fn decode_area(bytes: &[u8]) -> Result<(String, u64), Malformed> {
+    let mut r = Reader(bytes);
+    r.format()?;
+    let part = r.str()?.to_string();
+    Ok((part, r.u64()?))
+}
+
 /// Encodes a plain number (the incarnation).
 pub fn encode_u64(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()
@@ -285,6 +301,7 @@ mod tests {
         };
         assert_eq!(decode_replica(&encode_replica(&meta)), Ok(meta));
         assert_eq!(decode_u64(&encode_u64(77)), Ok(77));
+        assert_eq!(decode_area(&encode_area("a12", 3)), Ok(("a12".into(), 3)));
         let keys = vec![
             TokenKey {
                 created_ms: 5,

@@ -5,30 +5,50 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{Change, Fsync, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
+use super::{Change, Fsync, Kept, Recovered, ReplicaMeta, Storage, StorageError, Ticket};
 use crate::domain::shard::ShardMap;
 use crate::domain::store::{Version, Write};
 
 /// What is kept.
 #[derive(Debug, Default)]
-struct Kept {
+struct Held {
     replica: Option<ReplicaMeta>,
     data: BTreeMap<String, Write>,
     map: Option<ShardMap>,
     staged: Option<(ShardMap, BTreeMap<String, Write>)>,
     incarnation: u64,
     token_keys: Vec<crate::domain::token_key::TokenKey>,
+    /// Writes handed over in all submits so far (what a commit costs).
+    submitted: usize,
 }
 
 /// Storage in a map; see the module doc.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    kept: Mutex<Kept>,
+    kept: Mutex<Held>,
     failing: AtomicBool,
 }
 
 fn newer(old: Option<&Write>, new: &Version) -> bool {
     old.is_none_or(|o| new.total_cmp(&o.version).is_gt())
+}
+
+/// Applies `writes` to `data`, each where it is newer than the kept one.
+fn apply(data: &mut BTreeMap<String, Write>, writes: Vec<Write>) {
+    for w in writes {
+        if newer(data.get(&w.key), &w.version) {
+            data.insert(w.key.clone(), w);
+        }
+    }
+}
+
+/// Writes a change hands over.
+fn count(change: &Change) -> usize {
+    match change {
+        Change::Applied(w, _) | Change::Replaced(w, _) | Change::Staged(_, w) => w.len(),
+        Change::Promoted { writes, .. } => writes.len(),
+        _ => 0,
+    }
 }
 
 impl MemoryStorage {
@@ -47,7 +67,12 @@ impl MemoryStorage {
         self.lock().data.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+    /// Writes handed over by every submit so far (a commit's cost is the difference).
+    pub fn writes_submitted(&self) -> usize {
+        self.lock().submitted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -60,32 +85,42 @@ impl Storage for MemoryStorage {
             return ticket;
         }
         let mut k = self.lock();
+        k.submitted += changes.iter().map(count).sum::<usize>();
         for change in changes {
             match change {
                 Change::Applied(writes, meta) => {
-                    for w in writes {
-                        if newer(k.data.get(&w.key), &w.version) {
-                            k.data.insert(w.key.clone(), w);
-                        }
-                    }
+                    apply(&mut k.data, writes);
                     k.replica = Some(meta);
                 }
                 Change::Replaced(writes, meta) => {
                     k.data = writes.into_iter().map(|w| (w.key.clone(), w)).collect();
                     k.replica = Some(meta);
                 }
+                Change::Promoted {
+                    epoch,
+                    writes,
+                    meta,
+                } => {
+                    // the engine refuses a promotion without its staging area the same way
+                    let Some((_, staged)) = k.staged.take().filter(|(m, _)| m.epoch == epoch)
+                    else {
+                        let (ticket, tx) = Ticket::pair();
+                        let _ = tx.send(Err(StorageError::Write(format!(
+                            "no staging area of epoch {epoch} to promote"
+                        ))));
+                        return ticket;
+                    };
+                    k.data = staged;
+                    apply(&mut k.data, writes);
+                    k.replica = Some(meta);
+                }
                 Change::Map(map) => k.map = Some(map),
                 Change::Staged(map, writes) => {
-                    let slot = match k.staged.take() {
+                    let (m, mut s) = match k.staged.take() {
                         Some((m, s)) if m.epoch == map.epoch => (m, s),
                         _ => (map, BTreeMap::new()),
                     };
-                    let (m, mut s) = slot;
-                    for w in writes {
-                        if newer(s.get(&w.key), &w.version) {
-                            s.insert(w.key.clone(), w);
-                        }
-                    }
+                    apply(&mut s, writes);
                     k.staged = Some((m, s));
                 }
                 Change::Unstaged => k.staged = None,
@@ -96,16 +131,16 @@ impl Storage for MemoryStorage {
         Ticket::done()
     }
 
-    fn recover(&self) -> Result<Recovered, StorageError> {
+    fn recover(&self, sink: &mut dyn FnMut(Kept, Write)) -> Result<Recovered, StorageError> {
         let k = self.lock();
+        k.data.values().for_each(|w| sink(Kept::Replica, w.clone()));
+        if let Some((_, s)) = &k.staged {
+            s.values().for_each(|w| sink(Kept::Staged, w.clone()));
+        }
         Ok(Recovered {
             replica: k.replica.clone(),
-            writes: k.data.values().cloned().collect(),
             map: k.map.clone(),
-            staged: k
-                .staged
-                .as_ref()
-                .map(|(m, s)| (m.clone(), s.values().cloned().collect())),
+            staged: k.staged.as_ref().map(|(m, _)| m.clone()),
             incarnation: k.incarnation,
             token_keys: k.token_keys.clone(),
         })

@@ -6,7 +6,8 @@
 //! `cluster` hands changes over in the order it made them (under its lock) and gets a
 //! [`Ticket`] to wait on before acknowledging; the engine commits everything queued at once
 //! (group commit: concurrent writes share one fsync). The packed in-memory store stays the read
-//! path; the engine is only read at start-up ([`Storage::recover`]). Nothing here knows about
+//! path; the engine is only read at start-up ([`Storage::recover`], which hands the kept writes
+//! over one at a time, so no list of them all is ever built). Nothing here knows about
 //! the network or the node's lock. `engine` is the fjall implementation (`DATA_DIR`), `memory`
 //! an in-memory one for tests; without a data directory a node keeps no storage at all.
 
@@ -42,9 +43,22 @@ pub enum Change {
     /// Writes that won at the replica (each replaces the key's stored write), and the replica's
     /// counters after them.
     Applied(Vec<Write>, ReplicaMeta),
-    /// The replica started a new generation with exactly these writes as its data (a reshard
-    /// committed here, or the node missed one and starts empty).
+    /// The replica started a new generation with exactly these writes as its data (the node
+    /// missed a reshard and starts empty).
     Replaced(Vec<Write>, ReplicaMeta),
+    /// A reshard committed here: the keys staged for the reshard of `epoch` become the replica's
+    /// data, with `writes` (this node's own keys merged at the commit) applied over them, and
+    /// the replica's counters are `meta`; the staging area is gone. Stored in one atomic step
+    /// whose size is that of `writes`, not of the data: a crash recovers either the old
+    /// generation and the staging area or the new generation.
+    Promoted {
+        /// Epoch of the staged reshard (the staging area must be of this epoch).
+        epoch: u64,
+        /// Writes applied over the staged keys.
+        writes: Vec<Write>,
+        /// The replica's counters in the new generation.
+        meta: ReplicaMeta,
+    },
     /// The shard map in force.
     Map(ShardMap),
     /// Keys received for the reshard to `map` (the first call opens the staging area).
@@ -58,21 +72,29 @@ pub enum Change {
     TokenKeys(Vec<TokenKey>),
 }
 
-/// Everything kept, as read at start-up.
+/// Everything kept but the writes (see [`Storage::recover`]), as read at start-up.
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// The replica's counters; `None` when nothing was ever kept (a new data directory).
     pub replica: Option<ReplicaMeta>,
-    /// The replica's data.
-    pub writes: Vec<Write>,
     /// The shard map last in force.
     pub map: Option<ShardMap>,
-    /// A reshard that was prepared here and neither committed nor aborted: its map and keys.
-    pub staged: Option<(ShardMap, Vec<Write>)>,
+    /// A reshard that was prepared here and neither committed nor aborted: its map (its keys
+    /// went to the recovery's sink as [`Kept::Staged`]).
+    pub staged: Option<ShardMap>,
     /// The incarnation of the previous run (0 if none).
     pub incarnation: u64,
     /// The metadata-token keys of the previous run.
     pub token_keys: Vec<TokenKey>,
+}
+
+/// Which kept data a recovered write belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// The replica's data.
+    Replica,
+    /// The keys staged for a prepared reshard ([`Recovered::staged`]).
+    Staged,
 }
 
 /// Why storing or recovering failed.
@@ -89,6 +111,17 @@ pub enum StorageError {
         path: String,
         /// What the engine or decoder reported.
         reason: String,
+    },
+    /// Another process holds the data directory (two nodes must never share one).
+    #[error(
+        "data directory {path} is in use by another process (it holds {path}/{lock}); stop \
+         that process or give this node its own DATA_DIR"
+    )]
+    Locked {
+        /// The data directory.
+        path: String,
+        /// The lock file's name in it.
+        lock: &'static str,
     },
     /// Writing failed (e.g. the disk is full): the change is not stored.
     #[error("storage write failed: {0}")]
@@ -128,8 +161,9 @@ impl Ticket {
 pub trait Storage: Send + Sync {
     /// Queues `changes` (stored together, after everything submitted before).
     fn submit(&self, changes: Vec<Change>) -> Ticket;
-    /// Reads everything kept (at start-up, before any submit).
-    fn recover(&self) -> Result<Recovered, StorageError>;
+    /// Reads everything kept (at start-up, before any submit): every kept write is handed to
+    /// `sink` as it is read (so no list of them all is built), the rest is returned.
+    fn recover(&self, sink: &mut dyn FnMut(Kept, Write)) -> Result<Recovered, StorageError>;
     /// `Err` while writes fail (e.g. a full disk): new client writes are refused up front.
     fn writable(&self) -> Result<(), StorageError>;
     /// The fsync policy (for status and logs).
@@ -170,5 +204,7 @@ pub fn open(settings: &Settings) -> Result<Option<std::sync::Arc<dyn Storage>>, 
     }
 }
 
+#[cfg(test)]
+mod legacy_tests;
 #[cfg(test)]
 mod tests;
