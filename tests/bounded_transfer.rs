@@ -10,8 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use causalkv::cluster::Node;
-use causalkv::cluster::scripted::ScriptedPeers;
-use causalkv::config::Config;
+use causalkv::cluster::scripted::{ScriptedPeers, env_config};
 use causalkv::domain::clock::VectorClock;
 use causalkv::domain::shard::ShardMap;
 use causalkv::domain::store::{Version, Write};
@@ -21,14 +20,7 @@ const ME: &str = "127.250.0.2:8090";
 const PEER: &str = "127.250.0.3:8090";
 
 fn node(peers: Arc<ScriptedPeers>) -> Node {
-    let cfg = Config::from_vars(|k| match k {
-        "SOCKET_ADDRESS" => Some(ME.into()),
-        "VIEW" => Some(format!("{ME},{PEER}")),
-        "SHARD_COUNT" => Some("1".into()),
-        _ => None,
-    })
-    .expect("config");
-    Node::new(cfg, peers)
+    Node::new(env_config(ME, &[ME.into(), PEER.into()], 1), peers)
 }
 
 fn write(k: usize) -> Write {

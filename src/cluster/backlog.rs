@@ -51,7 +51,6 @@ mod tests {
 
     use super::*;
     use crate::cluster::scripted::ScriptedPeers;
-    use crate::config::Config;
     use crate::domain::clock::VectorClock;
     use crate::domain::store::{Version, Write};
 
@@ -73,13 +72,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_big_backlog_is_delivered_a_slice_per_lock_hold() {
-        let cfg = Config::from_vars(|k| match k {
-            "SOCKET_ADDRESS" => Some(ME.into()),
-            "VIEW" => Some(format!("{ME},{PEER}")),
-            "SHARD_COUNT" => Some("1".into()),
-            _ => None,
-        })
-        .expect("config");
+        let cfg = crate::cluster::scripted::env_config(ME, &[ME.into(), PEER.into()], 1);
         let node = Node::new(cfg, Arc::new(ScriptedPeers::default()));
         let n = 3 * DRAIN_SLICE + 17;
         let writes: Vec<Write> = (1..=n).map(write).collect();

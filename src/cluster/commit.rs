@@ -123,7 +123,6 @@ mod tests {
 
     use super::*;
     use crate::cluster::scripted::ScriptedPeers;
-    use crate::config::Config;
     use crate::domain::clock::VectorClock;
     use crate::domain::store::{Version, Write};
 
@@ -143,13 +142,7 @@ mod tests {
     #[tokio::test]
     async fn the_commit_merges_own_keys_ahead_and_only_changed_slices_under_the_lock() {
         let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
-        let cfg = Config::from_vars(|k| match k {
-            "SOCKET_ADDRESS" => Some(view[0].clone()),
-            "VIEW" => Some(view.join(",")),
-            "SHARD_COUNT" => Some("1".into()),
-            _ => None,
-        })
-        .expect("config");
+        let cfg = crate::cluster::scripted::env_config(&view[0], &view, 1);
         let node = Node::new(cfg, Arc::new(ScriptedPeers::default()));
         let me = node.me.to_string();
         let map = {

@@ -140,16 +140,22 @@ impl Peers for ScriptedPeers {
     }
 }
 
+/// The configuration a node at `me` gets from the environment with `VIEW=view` and
+/// `SHARD_COUNT=shards` (nothing else set): for tests that build nodes by hand.
+pub fn env_config(me: &str, view: &[String], shards: u32) -> crate::config::Config {
+    crate::config::Config::from_vars(|k| match k {
+        "SOCKET_ADDRESS" => Some(me.to_string()),
+        "VIEW" => Some(view.join(",")),
+        "SHARD_COUNT" => Some(shards.to_string()),
+        _ => None,
+    })
+    .expect("config")
+}
+
 /// The configuration of `127.0.0.2:8090` in a 4-node (`127.0.0.2..5:8090`), 2-shard cluster:
 /// the cluster the unit tests of `cluster/` script peers for.
 #[cfg(test)]
 pub(crate) fn four_node_config() -> crate::config::Config {
     let view: Vec<String> = (2..6).map(|i| format!("127.0.0.{i}:8090")).collect();
-    crate::config::Config::from_vars(|k| match k {
-        "SOCKET_ADDRESS" => Some(view[0].clone()),
-        "VIEW" => Some(view.join(",")),
-        "SHARD_COUNT" => Some("2".into()),
-        _ => None,
-    })
-    .expect("config")
+    env_config(&view[0], &view, 2)
 }

@@ -230,19 +230,7 @@ async fn an_old_directory_is_read_kept_working_and_left_behind() {
         (Some(meta(4, 0)), vec![u], 0)
     );
     drop(s);
-    let on_disk = keys_on_disk(&dir);
-    assert_eq!(
-        on_disk["data"],
-        strs(&["area", "incarn", "map", "replica", "tokens"])
-    );
-    assert_eq!(
-        on_disk["staged"],
-        Vec::<String>::new(),
-        "old staged keys left"
-    );
-    let areas: Vec<_> = on_disk.keys().filter(|n| n.starts_with('a')).collect();
-    assert_eq!(areas.len(), 1, "one area holds the data: {on_disk:?}");
-    assert_eq!(on_disk[areas[0]], strs(&["4/u"]));
+    assert_migrated(&dir, &["4/u"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -285,7 +273,14 @@ async fn an_old_directory_loses_its_old_areas_to_a_new_reshard_and_generation() 
     assert_eq!((r.replica, writes), (Some(meta(6, 0)), vec![n]));
     assert!(r.staged.is_none() && staged.is_empty());
     drop(s);
-    let on_disk = keys_on_disk(&dir);
+    assert_migrated(&dir, &["6/n"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The old directory at `dir` is fully migrated: `data` holds only counters and the area pointer,
+/// the old `staged` partition is empty, and one area holds exactly `keys`.
+fn assert_migrated(dir: &Path, keys: &[&str]) {
+    let on_disk = keys_on_disk(dir);
     assert_eq!(
         on_disk["data"],
         strs(&["area", "incarn", "map", "replica", "tokens"])
@@ -296,11 +291,6 @@ async fn an_old_directory_loses_its_old_areas_to_a_new_reshard_and_generation() 
         "old staged keys left"
     );
     let areas: Vec<_> = on_disk.keys().filter(|n| n.starts_with('a')).collect();
-    assert_eq!(
-        areas.len(),
-        1,
-        "only the new generation's area: {on_disk:?}"
-    );
-    assert_eq!(on_disk[areas[0]], strs(&["6/n"]));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(areas.len(), 1, "one area holds the data: {on_disk:?}");
+    assert_eq!(on_disk[areas[0]], strs(keys));
 }

@@ -23,6 +23,12 @@ use crate::domain::store::Write;
 /// A reshard batch may take longer to stage than a control call takes (as in `rpc/client.rs`).
 const BULK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether a stream from the process `sender` at `to` to `from` still flows: the link is not
+/// cut and that same process still lives there. Each chunk or report of a stream checks it.
+fn stream_alive(net: Arc<Net>, from: String, to: String, sender: Node) -> impl Fn() -> bool {
+    move || !net.is_cut(&to, &from) && net.node(&to).is_some_and(|x| Arc::ptr_eq(&x.0, &sender.0))
+}
+
 /// The `Peers` of one simulated process.
 pub struct SimPeers {
     me: String,
@@ -147,13 +153,7 @@ impl Peers for SimPeers {
         let net = self.net.clone();
         let (from, to_addr) = (self.me.clone(), to.to_string());
         self.run(to, self.net.rpc_timeout, move |n| async move {
-            let sender = n.clone();
-            let life_ok = move || {
-                !net.is_cut(&to_addr, &from)
-                    && net
-                        .node(&to_addr)
-                        .is_some_and(|x| Arc::ptr_eq(&x.0, &sender.0))
-            };
+            let life_ok = stream_alive(net, from, to_addr, n.clone());
             // Each chunk crosses the link: a cut or a dead sender ends the stream with an error.
             let parts = n
                 .snapshot_stream(generation, known)
@@ -205,13 +205,7 @@ impl Peers for SimPeers {
         let (from, to_addr) = (self.me.clone(), to.to_string());
         self.run(to, self.net.rpc_timeout, move |n| async move {
             pushed(&n, &map)?;
-            let sender = n.clone();
-            let life_ok = move || {
-                !net.is_cut(&to_addr, &from)
-                    && net
-                        .node(&to_addr)
-                        .is_some_and(|x| Arc::ptr_eq(&x.0, &sender.0))
-            };
+            let life_ok = stream_alive(net, from, to_addr, n.clone());
             // Each report crosses the link: a cut or a dead sender ends the stream with an error.
             let reports = n
                 .send_reshard_reports(map)
