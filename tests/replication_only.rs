@@ -250,14 +250,16 @@ async fn reshard_turns_a_replicated_cluster_of_four_into_two_shards() {
         .req(2, "PUT", "/shard/reshard", Some(json!({"shard-count": 2})))
         .await;
     assert_eq!((s, b), (200, json!({"result": "resharded"})));
-    // the coordinator reports the moved keys, and no phase once committed
+    // the coordinator reports no phase once committed, and the keys it moved: every new owner
+    // was a replica of the one old shard and already held its keys, so at most the few writes a
+    // replica had not received yet travel (a reshard sends an owner only what it lacks)
     let st = admin_status(&c, 2).await;
     assert_eq!(
         (st.mode.as_str(), st.reshard_phase.as_str()),
         ("sharded", "")
     );
     assert!(
-        st.reshard_keys_moved >= KEYS as u64,
+        st.reshard_keys_moved < KEYS as u64,
         "{}",
         st.reshard_keys_moved
     );
