@@ -123,20 +123,11 @@ mod tests {
 
     use super::*;
     use crate::cluster::scripted::ScriptedPeers;
-    use crate::domain::clock::VectorClock;
-    use crate::domain::store::{Version, Write};
+    use crate::domain::store::Write;
 
+    /// A write of generation 1 whose clock is its own sequence number.
     fn write(key: &str, origin: &str, seq: u64, value: &str) -> Write {
-        Write {
-            key: key.into(),
-            version: Version {
-                generation: 1,
-                origin: origin.into(),
-                seq,
-                clock: VectorClock::from_entries([(origin.to_string(), seq)]),
-            },
-            value: Some(Arc::from(value)),
-        }
+        crate::domain::store::tests::write(key, origin, seq, &[(origin, seq)], Some(value))
     }
 
     #[tokio::test]
