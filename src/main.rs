@@ -58,6 +58,16 @@ enum Cmd {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands memory mimalloc holds but no longer uses back to the OS. The server calls it once a
+/// node's state is rebuilt (from its data directory, or copied from its peers): the temporaries
+/// of that (decoded records, the engine's scan buffers) are freed by then, but mimalloc keeps
+/// freed pages committed for a while and purges them only as the thread that freed them goes
+/// on allocating, which the start-up thread does not (measured: ~24 MB at 1M keys).
+fn release_freed_memory() {
+    // SAFETY: mi_collect only walks mimalloc's own structures and may run on any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
 fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -82,7 +92,7 @@ fn serve(data_dir: Option<std::path::PathBuf>, recover_from_peers: bool) -> anyh
     }
     cfg.storage.recover_from_peers |= recover_from_peers;
     let rt = tokio::runtime::Runtime::new()?;
-    let served = rt.block_on(causalkv::server::run(cfg));
+    let served = rt.block_on(causalkv::server::run(cfg, release_freed_memory));
     // Background tasks (lazy peer connections, DNS, the storage writer) must not hold the exit.
     rt.shutdown_timeout(SHUTDOWN_GRACE);
     served?;

@@ -145,8 +145,10 @@ fn limits(cfg: &Config) -> Limits {
     }
 }
 
-/// Runs a node until SIGTERM/SIGINT.
-pub async fn run(cfg: Config) -> Result<(), ServerError> {
+/// Runs a node until SIGTERM/SIGINT. `release_memory` is called when the node's state has been
+/// rebuilt, from its data directory and again once it serves (after any copy from its peers):
+/// the binary passes its allocator's way of returning freed memory to the OS.
+pub async fn run(cfg: Config, release_memory: fn()) -> Result<(), ServerError> {
     match &cfg.cluster_key {
         Some(key) => token_key::derive_from_cluster_key(&key.0),
         None => warn!(
@@ -173,6 +175,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         Some(storage) => Node::with_storage(cfg, peers.clone(), storage)?,
         None => Node::new(cfg, peers.clone()),
     };
+    release_memory();
+    let mut ready = node.ready.subscribe();
+    tokio::spawn(async move {
+        if ready.wait_for(|r| *r).await.is_ok() {
+            release_memory();
+        }
+    });
     // A weak handle: the node owns the peers, the filter must not own the node.
     let weak = std::sync::Arc::downgrade(&node.0);
     peers.set_key_sources(Box::new(move |addr| {

@@ -132,26 +132,59 @@ pub enum StorageError {
 }
 
 /// A wait for a change to be stored (per the fsync policy). Dropping it does not cancel it.
-#[derive(Debug)]
-pub struct Ticket(Option<oneshot::Receiver<Result<(), StorageError>>>);
+pub struct Ticket(Wait);
+
+/// What a [`Ticket`] waits for.
+enum Wait {
+    /// Nothing (stored already, or nothing to store).
+    Done,
+    /// The storage's answer.
+    Reply(oneshot::Receiver<Result<(), StorageError>>),
+    /// A last step the waiter runs itself (handing a commit to the OS: cheap, and shared by
+    /// whoever runs it first), skipped if the ticket is dropped.
+    Then(Box<dyn FnOnce() -> Result<(), StorageError> + Send>),
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.0 {
+            Wait::Done => "done",
+            Wait::Reply(_) => "waiting for the storage",
+            Wait::Then(_) => "one step left",
+        };
+        f.debug_tuple("Ticket").field(&state).finish()
+    }
+}
 
 impl Ticket {
     /// A ticket that is already done (nothing to store, or stored synchronously).
     pub fn done() -> Self {
-        Self(None)
+        Self(Wait::Done)
     }
 
     /// A ticket and the sender that completes it.
     pub fn pair() -> (Self, oneshot::Sender<Result<(), StorageError>>) {
         let (tx, rx) = oneshot::channel();
-        (Self(Some(rx)), tx)
+        (Self(Wait::Reply(rx)), tx)
+    }
+
+    /// A ticket whose waiter finishes the storing by running `last` (it must not block for
+    /// long: it runs on the waiter's task).
+    pub fn then(last: impl FnOnce() -> Result<(), StorageError> + Send + 'static) -> Self {
+        Self(Wait::Then(Box::new(last)))
+    }
+
+    /// A ticket that fails with `e`.
+    pub fn failed(e: StorageError) -> Self {
+        Self::then(move || Err(e))
     }
 
     /// Waits until the change is stored.
     pub async fn wait(self) -> Result<(), StorageError> {
         match self.0 {
-            None => Ok(()),
-            Some(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+            Wait::Done => Ok(()),
+            Wait::Reply(rx) => rx.await.unwrap_or(Err(StorageError::Closed)),
+            Wait::Then(last) => last(),
         }
     }
 }

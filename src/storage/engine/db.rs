@@ -31,6 +31,11 @@ const AREA_MEMTABLE_BYTES: u32 = 8 << 20;
 /// Memtable of the counters' partition: small, so that it flushes about as often as the areas
 /// do (every group commit rewrites the counters) and does not pin old journals on the disk.
 const DATA_MEMTABLE_BYTES: u32 = 1 << 20;
+/// Block size of every partition: the engine is only scanned (at start-up), never searched key
+/// by key, and its block index stays in memory for as long as the node runs: 32 KiB blocks keep
+/// that index (and the block cache's bookkeeping of the start-up scan) an eighth of what the
+/// default 4 KiB blocks cost, ~2.5 MB at 1M keys, and compress better.
+const BLOCK_BYTES: u32 = 32 << 10;
 
 // Counter keys in `data`, all shorter than the 8-byte prefix of the writes an old directory
 // keeps beside them, so they never collide.
@@ -84,8 +89,14 @@ fn prefixed(prefix: u64, key: &str) -> Vec<u8> {
     k
 }
 
+/// A partition's options. No bloom filters: they only speed up point reads of keys that may be
+/// absent, which the engine never serves (start-up reads the counters and scans the areas), and
+/// they stay in memory (~3 MB per million keys).
 fn options(memtable: u32) -> PartitionCreateOptions {
-    PartitionCreateOptions::default().max_memtable_size(memtable)
+    PartitionCreateOptions::default()
+        .max_memtable_size(memtable)
+        .block_size(BLOCK_BYTES)
+        .bloom_filter_bits(None)
 }
 
 fn area_number(name: &str) -> Option<u64> {
@@ -328,6 +339,16 @@ impl Db {
             r.staged = Some(map);
         }
         Ok((r, layout))
+    }
+
+    /// Hands the memtables fjall rebuilt from the journal at open to its flusher: recovery has
+    /// read them, and left alone they would stay in memory (up to a memtable per partition)
+    /// until enough new writes arrive to fill them.
+    pub(super) fn flush_recovered(&self) -> Result<(), fjall::Error> {
+        for part in self.parts.values().chain([&self.data]) {
+            part.rotate_memtable()?;
+        }
+        Ok(())
     }
 
     /// Drops every area `layout` does not name: area partitions are deleted whole, an old

@@ -1,15 +1,16 @@
 //! The fjall implementation of [`Storage`] (chosen over redb by measurement, see
-//! `bench/engines/RESULTS.md`): `db` says what is where in the keyspace, `writer` is the one
-//! thread that commits (group commit). The data directory is locked (`LOCK`, `flock`) while a
-//! process has it open: a second node started on it refuses to start, naming it.
+//! `bench/engines/RESULTS.md`): `db` says what is where in the keyspace, `commit` writes a
+//! submission there and then (under the caller's lock), `background` syncs (group commit) and
+//! retries. The data directory is locked (`LOCK`, `flock`) while a process has it open: a
+//! second node started on it refuses to start, naming it.
 
+mod background;
+mod commit;
 mod db;
 mod ops;
-mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -17,26 +18,28 @@ use tracing::{info, warn};
 
 use super::{Change, Fsync, Kept, Recovered, Storage, StorageError, Ticket};
 use crate::domain::store::Write;
-use db::{Db, Layout};
-use writer::{Job, Shared, Writer};
+use background::{Background, LEFTOVER_MAX, Shared};
+use commit::Core;
+use db::Db;
 
 /// The lock file in a data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
 /// fjall's block cache: the engine is read only at start-up (one scan, which the cache does not
-/// help) and to check counters, so a small cache is enough and keeps memory per key low.
-const CACHE_BYTES: u64 = 4 << 20;
+/// help) and to check counters, so a small cache is enough and keeps memory per key low (what
+/// the start-up scan leaves in it stays resident).
+const CACHE_BYTES: u64 = 1 << 20;
 
 /// Storage on fjall; see the module doc.
 pub struct FjallStorage {
     dir: PathBuf,
-    /// The engine until the writer thread takes it (at recovery).
+    /// The engine until recovery has read it (then it is the core's).
     db: Mutex<Option<Db>>,
     fsync: Fsync,
-    tx: Mutex<Option<Sender<Job>>>,
+    min_free: u64,
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    /// The locked `LOCK` file: held until this is dropped (after the writer ended).
+    background: Mutex<Option<JoinHandle<()>>>,
+    /// The locked `LOCK` file: held until this is dropped (after the engine closed).
     _lock: File,
 }
 
@@ -87,47 +90,37 @@ impl FjallStorage {
         let db = Db::open(dir, CACHE_BYTES).map_err(|e| corrupt(e.to_string()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            shared: Arc::new(Shared::new(db.ks.clone())),
             db: Mutex::new(Some(db)),
             fsync,
-            tx: Mutex::new(None),
-            shared: Arc::new(Shared {
-                failing: Mutex::new(None),
-                min_free,
-            }),
-            writer: Mutex::new(None),
+            min_free,
+            background: Mutex::new(None),
             _lock: lock,
         })
     }
 
-    fn start_writer(&self, db: Db, layout: Layout) {
-        let (tx, rx) = channel();
-        let (dir, fsync, shared) = (self.dir.clone(), self.fsync, self.shared.clone());
+    fn start_background(&self) {
+        let (shared, fsync, dir) = (self.shared.clone(), self.fsync, self.dir.clone());
         let handle = std::thread::Builder::new()
             .name("ckv-storage".into())
-            .spawn(move || {
-                let writer = Writer {
-                    db,
-                    dir: &dir,
-                    fsync,
-                    shared: &shared,
-                    layout,
-                };
-                writer.run(rx)
-            })
-            .expect("spawn the storage writer thread");
-        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            .spawn(move || Background::new(&shared, fsync, &dir).run())
+            .expect("spawn the storage thread");
+        *self.background.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 }
 
 impl Drop for FjallStorage {
-    /// Closes the queue: the writer commits what is queued, fsyncs and ends, and is waited for
-    /// (so the engine is closed when this returns), unless it is retrying a failed commit,
-    /// which must not hold the process.
+    /// Closes: the background thread syncs and closes the engine and is waited for (so the
+    /// engine is closed when this returns), unless it is retrying a failed commit, which must
+    /// not hold the process.
     fn drop(&mut self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = writer
+        self.shared.close();
+        let background = self
+            .background
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = background
             && self.writable().is_ok()
         {
             let _ = h.join();
@@ -137,17 +130,23 @@ impl Drop for FjallStorage {
 
 impl Storage for FjallStorage {
     fn submit(&self, changes: Vec<Change>) -> Ticket {
-        let (ticket, reply) = Ticket::pair();
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(e) = tx.send(Job { changes, reply }) {
-                    let _ = e.0.reply.send(Err(StorageError::Closed));
-                }
-            }
-            None => {
-                let _ = reply.send(Err(StorageError::Closed));
-            }
+        let mut guard = self.shared.core();
+        let Some(core) = guard.as_mut() else {
+            return Ticket::failed(StorageError::Closed);
+        };
+        let n = core.submit(changes);
+        let (ticket, poke) = if self.fsync == Fsync::Always {
+            let (ticket, reply) = Ticket::pair();
+            core.waiting.push((n, reply));
+            (ticket, true)
+        } else {
+            let shared = self.shared.clone();
+            let ticket = Ticket::then(move || shared.store(n));
+            (ticket, core.pending() >= LEFTOVER_MAX || core.moved)
+        };
+        drop(guard);
+        if poke {
+            self.shared.poke();
         }
         ticket
     }
@@ -170,11 +169,15 @@ impl Storage for FjallStorage {
         if let Err(e) = db.sweep(&layout) {
             warn!(error = %e, "dropping data a crash left behind failed (it is ignored)");
         }
+        if let Err(e) = db.flush_recovered() {
+            warn!(error = %e, "flushing what was recovered from the journal failed (it stays in memory)");
+        }
         info!(dir = %self.dir.display(), keys,
               generation = r.replica.as_ref().map(|m| m.generation),
               map_epoch = r.map.as_ref().map(|m| m.epoch), fsync = self.fsync.name(),
               "opened the data directory");
-        self.start_writer(db, layout);
+        *self.shared.core() = Some(Core::new(db, layout, &self.dir, self.min_free));
+        self.start_background();
         Ok(r)
     }
 

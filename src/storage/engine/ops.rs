@@ -13,6 +13,8 @@ pub(in crate::storage::engine) struct Ops {
     parts: Vec<PartitionHandle>,
     /// (index in `parts`, key) → value, `None` = delete.
     keys: HashMap<(usize, Vec<u8>), Option<Vec<u8>>>,
+    /// Key and value bytes put, about what the journal takes.
+    bytes: u64,
 }
 
 impl Ops {
@@ -28,12 +30,19 @@ impl Ops {
 
     pub(super) fn put(&mut self, part: &PartitionHandle, key: impl AsRef<[u8]>, value: Vec<u8>) {
         let i = self.slot(part);
+        self.bytes += (key.as_ref().len() + value.len()) as u64;
         self.keys.insert((i, key.as_ref().to_vec()), Some(value));
     }
 
     pub(super) fn del(&mut self, part: &PartitionHandle, key: impl AsRef<[u8]>) {
         let i = self.slot(part);
+        self.bytes += key.as_ref().len() as u64;
         self.keys.insert((i, key.as_ref().to_vec()), None);
+    }
+
+    /// Key and value bytes of the updates.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The batch that stores every update at once.
