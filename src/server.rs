@@ -145,10 +145,18 @@ fn limits(cfg: &Config) -> Limits {
     }
 }
 
-/// Runs a node until SIGTERM/SIGINT. `release_memory` is called when the node's state has been
-/// rebuilt, from its data directory and again once it serves (after any copy from its peers):
-/// the binary passes its allocator's way of returning freed memory to the OS.
-pub async fn run(cfg: Config, release_memory: fn()) -> Result<(), ServerError> {
+/// What the binary does with its allocator as a node starts (the library does not know which
+/// allocator it runs on): typically, return what the start-up freed to the OS.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryHooks {
+    /// Called once the node's state is rebuilt (from its data directory, if it has one).
+    pub restored: fn(),
+    /// Called once the node serves (after any copy from its peers).
+    pub serving: fn(),
+}
+
+/// Runs a node until SIGTERM/SIGINT.
+pub async fn run(cfg: Config, memory: MemoryHooks) -> Result<(), ServerError> {
     match &cfg.cluster_key {
         Some(key) => token_key::derive_from_cluster_key(&key.0),
         None => warn!(
@@ -175,11 +183,11 @@ pub async fn run(cfg: Config, release_memory: fn()) -> Result<(), ServerError> {
         Some(storage) => Node::with_storage(cfg, peers.clone(), storage)?,
         None => Node::new(cfg, peers.clone()),
     };
-    release_memory();
+    (memory.restored)();
     let mut ready = node.ready.subscribe();
     tokio::spawn(async move {
         if ready.wait_for(|r| *r).await.is_ok() {
-            release_memory();
+            (memory.serving)();
         }
     });
     // A weak handle: the node owns the peers, the filter must not own the node.

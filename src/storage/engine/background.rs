@@ -23,8 +23,9 @@ use crate::storage::{Fsync, StorageError};
 /// Pause between retries of a failed commit (a full disk is freed by an operator, not by us).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How long changes nobody waits for (replicated writes) stay pending at most before the
-/// background thread commits them (and, `off`, hands them to the OS): a killed process loses no
-/// more than that of them (its peers still hold them), and a commit stays small.
+/// background thread commits them and hands them to the OS: a killed process loses no more
+/// than that of them (its peers still hold them, and the node's counters roll back with them),
+/// and a commit stays small.
 const LEFTOVER_EVERY: Duration = Duration::from_millis(10);
 /// Pending changes that make a submission wake the background thread to commit them at once.
 pub(super) const LEFTOVER_MAX: usize = 256;
@@ -223,7 +224,7 @@ impl<'a> Background<'a> {
                     if closing || self.last_sync.elapsed() >= every {
                         self.sync(Vec::new())
                     } else {
-                        Ok(())
+                        self.shared.flush()
                     }
                 }),
                 Fsync::Off => self.commit().and_then(|()| self.shared.flush()),

@@ -341,16 +341,6 @@ impl Db {
         Ok((r, layout))
     }
 
-    /// Hands the memtables fjall rebuilt from the journal at open to its flusher: recovery has
-    /// read them, and left alone they would stay in memory (up to a memtable per partition)
-    /// until enough new writes arrive to fill them.
-    pub(super) fn flush_recovered(&self) -> Result<(), fjall::Error> {
-        for part in self.parts.values().chain([&self.data]) {
-            part.rotate_memtable()?;
-        }
-        Ok(())
-    }
-
     /// Drops every area `layout` does not name: area partitions are deleted whole, an old
     /// directory's shared partitions lose the keys under other prefixes. Idempotent; run after
     /// a commit that moved an area and at start-up (a crash may have left one behind).

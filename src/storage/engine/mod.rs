@@ -169,9 +169,6 @@ impl Storage for FjallStorage {
         if let Err(e) = db.sweep(&layout) {
             warn!(error = %e, "dropping data a crash left behind failed (it is ignored)");
         }
-        if let Err(e) = db.flush_recovered() {
-            warn!(error = %e, "flushing what was recovered from the journal failed (it stays in memory)");
-        }
         info!(dir = %self.dir.display(), keys,
               generation = r.replica.as_ref().map(|m| m.generation),
               map_epoch = r.map.as_ref().map(|m| m.epoch), fsync = self.fsync.name(),
