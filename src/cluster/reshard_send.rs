@@ -12,7 +12,7 @@
 //! key of its new shard. At the end each such owner is asked again: one whose clock went back
 //! (it restarted and lost data) fails the transfer, and the reshard aborts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use futures::future::join_all;
 use futures::stream::FuturesUnordered;
@@ -21,7 +21,7 @@ use futures::{FutureExt, StreamExt};
 use super::batch::Batcher;
 use super::peers::{Holding, PeerError};
 use super::{Error, Node};
-use crate::domain::shard::{ShardId, ShardMap};
+use crate::domain::shard::ShardMap;
 use crate::domain::store::{SLICES, Write};
 
 /// Most writes per transfer message (the byte bound, `batch::MAX_BATCH_BYTES`, usually cuts
@@ -50,12 +50,54 @@ fn lacks(h: &Holding, (generation, origin, seq): (u64, &str, u64)) -> bool {
     generation > h.generation || (generation == h.generation && h.clock.get(origin) < seq)
 }
 
-/// True when `owner` is to be sent a write of version `v` (generation, origin, seq).
-fn wanted(needs: &HashMap<String, Need>, owner: &str, v: (u64, &str, u64)) -> bool {
-    match needs.get(owner) {
-        Some(Need::Nothing) => false,
-        Some(Need::Lacking(h)) => lacks(h, v),
-        _ => true,
+/// True when the owner whose need is `need` is to be sent a write of version `v` (generation,
+/// origin, seq).
+fn wanted(need: &Need, v: (u64, &str, u64)) -> bool {
+    match need {
+        Need::Nothing => false,
+        Need::Lacking(h) => lacks(h, v),
+        Need::Everything => true,
+    }
+}
+
+/// The new owners of a reshard, by index: every per-key decision is a lookup in vectors, not a
+/// hash of an address (a transfer decides for every key of the store).
+struct Owners {
+    /// Each owner's address and what it needs.
+    targets: Vec<(String, Need)>,
+    /// The indices in `targets` of each new shard's members, by shard id.
+    by_shard: Vec<Vec<usize>>,
+}
+
+impl Owners {
+    fn new(map: &ShardMap, mut needs: HashMap<String, Need>) -> Self {
+        let mut targets = Vec::new();
+        let mut by_shard = vec![Vec::new(); map.shard_count as usize];
+        for (node, shard) in &map.assignment {
+            if let Some(members) = by_shard.get_mut(*shard as usize) {
+                members.push(targets.len());
+                let need = needs.remove(node).unwrap_or(Need::Everything);
+                targets.push((node.clone(), need));
+            }
+        }
+        Self { targets, by_shard }
+    }
+
+    /// The owners (indices) of the shard of `key` that are to be sent a write of version `v`.
+    fn wanting<'a>(
+        &'a self,
+        map: &ShardMap,
+        key: &str,
+        v: (u64, &'a str, u64),
+    ) -> impl Iterator<Item = usize> + 'a {
+        let members = self
+            .by_shard
+            .get(map.shard_for_key(key) as usize)
+            .map_or(&[][..], Vec::as_slice);
+        members
+            .iter()
+            .copied()
+            .filter(move |t| wanted(&self.targets[*t].1, v))
     }
 }
 
@@ -71,13 +113,17 @@ impl Node {
             let st = self.state();
             (st.replica.generation, st.map.clone())
         };
-        let owners: HashMap<ShardId, Vec<String>> =
-            map.ids().into_iter().map(|s| (s, map.members(s))).collect();
-        let needs = self.needs(&map, &old, generation).await;
-        // ordered, so the sends go out in the same order every run (simulations replay exactly)
-        let mut batchers: BTreeMap<String, Batcher> = BTreeMap::new();
+        let owners = Owners::new(&map, self.needs(&map, &old, generation).await);
+        // one batcher per owner, in address order, so the sends go out in the same order every
+        // run (simulations replay exactly)
+        let mut batchers: Vec<Batcher> = owners
+            .targets
+            .iter()
+            .map(|_| Batcher::new(TRANSFER_BATCH))
+            .collect();
         let mut in_flight = FuturesUnordered::new();
         let mut sent = 0u64;
+        let mut to = Vec::new();
         for i in 0..SLICES {
             let mut full = Vec::new();
             let slice = {
@@ -86,21 +132,17 @@ impl Node {
                     return Err(Error::GenerationChanged);
                 }
                 // only the entries some owner lacks are copied out of the store
-                st.replica.store.slice_where(i, |key, v| {
-                    owners
-                        .get(&map.shard_for_key(key))
-                        .is_some_and(|ms| ms.iter().any(|m| wanted(&needs, m, v)))
-                })
+                st.replica
+                    .store
+                    .slice_where(i, |key, v| owners.wanting(&map, key, v).next().is_some())
             };
             self.stats.moved(0);
             for w in slice {
-                let Some(members) = owners.get(&map.shard_for_key(&w.key)) else {
-                    continue;
-                };
                 let v = (w.version.generation, &*w.version.origin, w.version.seq);
-                let to: Vec<&String> = members.iter().filter(|m| wanted(&needs, m, v)).collect();
+                to.clear();
+                to.extend(owners.wanting(&map, &w.key, v));
                 let mut w = Some(w);
-                for (n, m) in to.iter().enumerate() {
+                for (n, t) in to.iter().enumerate() {
                     // the last owner takes the write itself, the others a copy
                     let Some(w) = (if n + 1 == to.len() {
                         w.take()
@@ -109,18 +151,14 @@ impl Node {
                     }) else {
                         continue;
                     };
-                    if let Some(b) = batchers
-                        .entry((*m).clone())
-                        .or_insert_with(|| Batcher::new(TRANSFER_BATCH))
-                        .push(w)
-                    {
-                        full.push(((*m).clone(), b));
+                    if let Some(b) = batchers[*t].push(w) {
+                        full.push((*t, b));
                     }
                 }
             }
             in_flight.extend(
                 full.into_iter()
-                    .map(|(t, w)| self.send_batch(map.epoch, t, w)),
+                    .map(|(t, w)| self.send_batch(map.epoch, &owners.targets[t].0, w)),
             );
             // start the new sends and collect finished ones without waiting...
             while let Some(Some(r)) = in_flight.next().now_or_never() {
@@ -132,15 +170,14 @@ impl Node {
             }
             tokio::task::yield_now().await;
         }
-        in_flight.extend(
-            batchers
-                .into_iter()
-                .filter_map(|(t, mut b)| b.finish().map(|w| self.send_batch(map.epoch, t, w))),
-        );
+        in_flight.extend(batchers.iter_mut().enumerate().filter_map(|(t, b)| {
+            b.finish()
+                .map(|w| self.send_batch(map.epoch, &owners.targets[t].0, w))
+        }));
         while let Some(r) = in_flight.next().await {
             sent += r?;
         }
-        self.check_holders(map.epoch, &needs).await?;
+        self.check_holders(map.epoch, &owners.targets).await?;
         Ok(sent)
     }
 
@@ -180,8 +217,8 @@ impl Node {
 
     /// Asks every owner that was sent only what it lacked whether it still holds what it held:
     /// one that restarted and lost data since (its clock went back) fails the transfer.
-    async fn check_holders(&self, epoch: u64, needs: &HashMap<String, Need>) -> Result<(), Error> {
-        let checks = join_all(needs.iter().filter_map(|(t, need)| match need {
+    async fn check_holders(&self, epoch: u64, targets: &[(String, Need)]) -> Result<(), Error> {
+        let checks = join_all(targets.iter().filter_map(|(t, need)| match need {
             Need::Lacking(before) => Some(async move {
                 let now = self
                     .peers
@@ -203,17 +240,12 @@ impl Node {
     }
 
     /// Sends one batch of the reshard of `epoch` to `target`; returns how many writes went out.
-    async fn send_batch(
-        &self,
-        epoch: u64,
-        target: String,
-        writes: Vec<Write>,
-    ) -> Result<u64, Error> {
+    async fn send_batch(&self, epoch: u64, target: &str, writes: Vec<Write>) -> Result<u64, Error> {
         let n = writes.len() as u64;
         self.peers
-            .receive_reshard_data(&target, epoch, writes)
+            .receive_reshard_data(target, epoch, writes)
             .await
-            .map_err(|e| Error::peer(&target, e))?;
+            .map_err(|e| Error::peer(target, e))?;
         self.stats.moved(n as usize);
         Ok(n)
     }

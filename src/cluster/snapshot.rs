@@ -2,18 +2,23 @@
 //! slice at a time under the node's lock, cut into byte-bounded chunks, and streamed as it is
 //! built, so no O(N) copy runs under the lock in one piece and no O(N) buffer is held. At most
 //! [`MAX_CONCURRENT_SNAPSHOTS`] copies (snapshots and reshard sends) run at once per node; the
-//! rest wait for a permit.
+//! rest wait for a permit, sending an empty chunk every [`WAIT_KEEPALIVE`] meanwhile so that
+//! their pullers, which give up after [`PULL_IDLE`] without a chunk, keep waiting.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use super::Node;
 use super::batch::Batcher;
 use super::peers::SnapshotPart;
+use super::sync::PULL_IDLE;
 use crate::domain::clock::VectorClock;
 use crate::domain::store::{SLICES, Write};
 
@@ -23,6 +28,11 @@ use crate::domain::store::{SLICES, Write};
 pub const MAX_CONCURRENT_SNAPSHOTS: usize = 2;
 /// Most writes per snapshot chunk (the byte bound usually cuts first).
 const SNAPSHOT_CHUNK: usize = 2_048;
+/// While a snapshot waits for a copy permit, an empty chunk goes out this often: well inside
+/// the puller's idle bound, so a copy queued behind two long ones is not given up.
+pub const WAIT_KEEPALIVE: Duration = Duration::from_millis(PULL_IDLE.as_millis() as u64 / 4);
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
 /// Why a snapshot stream stopped early.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -45,6 +55,8 @@ struct Cursor {
     node: Node,
     requested: u64,
     known: Option<VectorClock>,
+    /// The wait for a copy permit, kept across keep-alive chunks (so its place in the queue too).
+    waiting: Option<Acquire>,
     started: Option<(OwnedSemaphorePermit, u64, VectorClock)>,
     next_slice: usize,
     ready: VecDeque<Vec<Write>>,
@@ -74,6 +86,7 @@ impl Node {
             node: self.clone(),
             requested: generation,
             known,
+            waiting: None,
             started: None,
             next_slice: 0,
             ready: VecDeque::new(),
@@ -95,7 +108,22 @@ impl Node {
 impl Cursor {
     async fn next_part(&mut self) -> Result<SnapshotPart, SnapshotError> {
         if self.started.is_none() {
-            let permit = self.node.copy_permit().await?;
+            let sem = self.node.snapshots.clone();
+            let waiting = self
+                .waiting
+                .get_or_insert_with(|| Box::pin(sem.acquire_owned()));
+            let permit = match tokio::time::timeout(WAIT_KEEPALIVE, waiting).await {
+                Ok(permit) => permit.map_err(|_| SnapshotError::Closed)?,
+                Err(_) => {
+                    // still queued: an empty chunk of the generation the copy would have now
+                    let generation = self.node.state().replica.generation;
+                    return Ok(SnapshotPart::Writes {
+                        generation,
+                        writes: Vec::new(),
+                    });
+                }
+            };
+            self.waiting = None;
             let st = self.node.state();
             let (g, clock) = (st.replica.generation, st.replica.clock.clone());
             drop(st);
@@ -136,5 +164,62 @@ impl Cursor {
             .map(|s| s.2.clone())
             .unwrap_or_default();
         Ok(SnapshotPart::End { generation, clock })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cluster::scripted::{ScriptedPeers, env_config};
+
+    /// A snapshot queued behind [`MAX_CONCURRENT_SNAPSHOTS`] copies sends empty chunks while it
+    /// waits (never [`PULL_IDLE`] without one), then the data once a permit frees.
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_snapshot_keeps_its_puller_waiting_then_copies() {
+        let view: Vec<String> = (2..4).map(|i| format!("127.0.0.{i}:8090")).collect();
+        let node = Node::new(
+            env_config(&view[0], &view, 1),
+            Arc::new(ScriptedPeers::default()),
+        );
+        node.state()
+            .replica
+            .store
+            .apply(crate::domain::store::tests::write(
+                "k",
+                &view[1],
+                1,
+                &[(&view[1], 1)],
+                Some("1"),
+            ));
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONCURRENT_SNAPSHOTS {
+            held.push(node.copy_permit().await.expect("permit"));
+        }
+        let mut parts = node.snapshot_stream(0, None);
+        let started = tokio::time::Instant::now();
+        for _ in 0..8 {
+            let part = tokio::time::timeout(PULL_IDLE, parts.next())
+                .await
+                .expect("a chunk within the puller's idle bound")
+                .expect("a part")
+                .expect("no error");
+            assert!(
+                matches!(&part, SnapshotPart::Writes { writes, .. } if writes.is_empty()),
+                "only keep-alives while queued: {part:?}"
+            );
+        }
+        assert!(started.elapsed() >= PULL_IDLE * 2, "queued for a while");
+        drop(held);
+        let mut keys = 0;
+        loop {
+            match tokio::time::timeout(PULL_IDLE, parts.next()).await {
+                Ok(Some(Ok(SnapshotPart::Writes { writes, .. }))) => keys += writes.len(),
+                Ok(Some(Ok(SnapshotPart::End { .. }))) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(keys, 1, "the copy ran once a permit was free");
     }
 }

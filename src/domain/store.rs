@@ -282,7 +282,15 @@ impl Store {
 
     /// Applies `slot` of `src` as `key` (what [`Store::apply`] does with its write), copying the
     /// packed form with the origins renumbered instead of decoding it into a [`Write`].
-    fn apply_slot(&mut self, src: &Store, key: &str, slot: &Slot) -> Applied {
+    /// `ids` caches `src`'s origin ids as this store's (filled as they are first met), so a merge
+    /// of many entries interns each origin once.
+    fn apply_slot(
+        &mut self,
+        src: &Store,
+        key: &str,
+        slot: &Slot,
+        ids: &mut Vec<Option<u32>>,
+    ) -> Applied {
         let origin = &src.origins[slot.origin as usize];
         let incoming = (
             u64::from(slot.generation),
@@ -294,12 +302,16 @@ impl Store {
         let Some(was_live) = self.loses_to(at, key, incoming) else {
             return Applied::Superseded;
         };
+        let mut id_of = |store: &mut Store, id: u32| {
+            let i = id as usize;
+            if ids.len() <= i {
+                ids.resize(i + 1, None);
+            }
+            *ids[i].get_or_insert_with(|| store.intern(&src.origins[i]))
+        };
         let mut clock = PackedClock::new();
         for (id, seq) in packed_pairs(&slot.clock) {
-            put_varint(
-                u64::from(self.intern(&src.origins[id as usize])),
-                &mut clock,
-            );
+            put_varint(u64::from(id_of(self, id)), &mut clock);
             put_varint(seq, &mut clock);
         }
         let copy = Slot {
@@ -307,7 +319,7 @@ impl Store {
             value: slot.value.clone(),
             clock,
             generation: slot.generation,
-            origin: self.intern(origin),
+            origin: id_of(self, slot.origin),
         };
         self.put(at, key.to_string(), copy, was_live)
     }
@@ -393,8 +405,9 @@ impl Store {
             return 0;
         };
         let mut n = 0;
+        let mut ids = Vec::new();
         for (k, s) in m.iter().filter(|(k, _)| keep(k)) {
-            if into.apply_slot(self, k, s) != Applied::Superseded
+            if into.apply_slot(self, k, s, &mut ids) != Applied::Superseded
                 && let Some(won) = won.as_deref_mut()
             {
                 won.push(self.write_of(k, s));

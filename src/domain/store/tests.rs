@@ -151,6 +151,8 @@ fn stamps_move_with_changes_only_and_slices_merge_as_a_join() {
     let moved: Vec<usize> = (0..SLICES).filter(|&i| s.stamp(i) != before[i]).collect();
     assert_eq!(moved, vec![at], "only the written key's slice");
 
+    // one key whose clock names two origins, one of them unknown to the store merged into
+    s.apply(write("k1000", "c", 1, &[("a", 3), ("c", 1)], Some("two")));
     // merging every slice, keys filtered, into a store holding a newer version of one key
     let mut into = Store::new();
     // (origin "b" first, so the copied slots' origins are renumbered)
@@ -160,22 +162,27 @@ fn stamps_move_with_changes_only_and_slices_merge_as_a_join() {
     let offered: usize = (0..SLICES)
         .map(|i| s.merge_slice_into(i, &mut into, even, Some(&mut won)))
         .sum();
-    assert_eq!(offered, 250);
-    assert_eq!(won.len(), 249, "every offered entry won but the newer k8");
+    assert_eq!(offered, 251);
+    assert_eq!(won.len(), 250, "every offered entry won but the newer k8");
     assert!(
         won.iter()
             .all(|w| w.key != "k8" && into.get(&w.key).is_some())
     );
-    assert_eq!(into.live_count(), 250);
+    assert_eq!(into.live_count(), 251);
     assert_eq!(into.get("k8").unwrap().value.as_deref(), Some("newer"));
     assert_eq!(into.get("k2").unwrap(), s.get("k2").unwrap());
+    assert_eq!(
+        into.get("k1000").unwrap(),
+        s.get("k1000").unwrap(),
+        "origins renumbered"
+    );
     assert!(into.get("k7").is_none(), "filtered out");
     // merging again is idempotent
     won.clear();
     let again: usize = (0..SLICES)
         .map(|i| s.merge_slice_into(i, &mut into, even, Some(&mut won)))
         .sum();
-    assert_eq!((again, into.live_count(), won.len()), (250, 250, 0));
+    assert_eq!((again, into.live_count(), won.len()), (251, 251, 0));
 }
 
 #[test]
