@@ -9,15 +9,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -61,90 +60,19 @@ fn json_error(status: StatusCode, msg: &str) -> Response {
     (status, axum::Json(json!({ "error": msg }))).into_response()
 }
 
-/// Rewrites axum's plain-text or empty 404/405/413 into `{"error": ...}` (API.md §4-5).
-async fn json_errors(req: Request, next: Next) -> Response {
-    if is_grpc(&req) {
-        return next.run(req).await;
-    }
-    let res = next.run(req).await;
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    let msg = match res.status() {
-        _ if is_json => return res,
-        StatusCode::NOT_FOUND => "No such endpoint",
-        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
-        _ => return res,
-    };
-    let allow = res.headers().get(header::ALLOW).cloned();
-    let mut out = json_error(res.status(), msg);
-    if let Some(a) = allow {
-        out.headers_mut().insert(header::ALLOW, a);
-    }
-    out
-}
-
-/// State of [`rest_limits`].
-#[derive(Clone)]
-struct RestLimits {
-    in_flight: Arc<Semaphore>,
-    timeout: Duration,
-    max_body: usize,
-}
-
-/// Caps REST requests in progress and bounds each one's duration (gRPC has its own deadlines);
-/// refuses a declared body over the limit at once (without it, the body would be read up to the
-/// limit first, and a client that stalls would hold the connection).
-async fn rest_limits(State(l): State<RestLimits>, req: Request, next: Next) -> Response {
-    if is_grpc(&req) {
-        return next.run(req).await;
-    }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > l.max_body as u64) {
-        let mut res = json_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
-        // the unread body makes the connection unusable for another request
-        res.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-        return res;
-    }
-    let Ok(_permit) = l.in_flight.try_acquire() else {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Server busy; try again later",
-        );
-    };
-    match tokio::time::timeout(l.timeout, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => json_error(StatusCode::SERVICE_UNAVAILABLE, "Request timed out"),
-    }
-}
-
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
     tracing::error!("a request handler panicked; answered 500, node continues");
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
 }
 
-/// Wraps `app` in the request-level protections (outermost: panic catcher).
+/// Wraps `app` in the request-level protections ([`front::Front`]: panics, router errors, the
+/// REST in-flight cap, timeout and declared-body limit; and axum's body limit for extractors).
 pub fn protect(app: Router, limits: &Limits) -> Router {
-    let rest = RestLimits {
-        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-        timeout: limits.request_timeout,
-        max_body: limits.max_body_bytes,
-    };
     app.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(rest, rest_limits))
-        .layer(axum::middleware::from_fn(json_errors))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
+        .layer(front::FrontLayer::new(
+            limits.max_in_flight,
+            limits.request_timeout,
+            limits.max_body_bytes,
         ))
 }
 
@@ -156,18 +84,16 @@ pub struct VerifiedTlsPeer;
 /// First byte of a TLS handshake record: how a TLS connection is told from plain HTTP.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// A stream that records when bytes last moved.
+/// A stream that notes that bytes moved (a flag the idle watchdog reads and clears; no clock
+/// read per read or write).
 struct Tracked<T> {
     io: T,
-    last: Arc<AtomicU64>,
-    start: Instant,
+    moved: Arc<AtomicBool>,
 }
 
 impl<T> Tracked<T> {
     fn touch(&self) {
-        // +1: zero means "nothing yet"
-        let ms = self.start.elapsed().as_millis() as u64 + 1;
-        self.last.store(ms, Ordering::Relaxed);
+        self.moved.store(true, Ordering::Relaxed);
     }
 }
 
@@ -198,6 +124,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         }
         r
     }
+    // hyper writes a response's head and body with one writev instead of copying them together
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
@@ -206,15 +147,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
-/// Resolves once no bytes moved for `idle` (or none at all within `first` of the start).
-async fn idle_watch(last: Arc<AtomicU64>, first: Duration, idle: Duration) {
-    let start = Instant::now();
+/// Resolves once no bytes moved for `idle` (or none at all within `first` of the start), as
+/// seen every [`IDLE_CHECK`].
+async fn idle_watch(moved: Arc<AtomicBool>, first: Duration, idle: Duration) {
+    let mut last = Instant::now();
+    let mut any = false;
     loop {
         tokio::time::sleep(IDLE_CHECK).await;
-        let ms = last.load(Ordering::Relaxed);
-        let limit = if ms == 0 { first } else { idle };
-        let quiet = start.elapsed().saturating_sub(Duration::from_millis(ms));
-        if quiet > limit {
+        if moved.swap(false, Ordering::Relaxed) {
+            last = Instant::now();
+            any = true;
+            continue;
+        }
+        let limit = if any { idle } else { first };
+        if last.elapsed() > limit {
             return;
         }
     }
@@ -238,8 +184,7 @@ async fn connection(
     peer: SocketAddr,
     graceful: hyper_util::server::graceful::Watcher,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
-    let last = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
+    let moved = Arc::new(AtomicBool::new(false));
     let (limits, idle) = (sh.limits, sh.idle);
     let app = sh.app.clone();
     let service = move |verified: bool| {
@@ -259,7 +204,7 @@ async fn connection(
             Ok(Ok(1)) if first[0] == TLS_HANDSHAKE
         ),
     };
-    let watch = idle_watch(last.clone(), limits.header_timeout, idle);
+    let watch = idle_watch(moved.clone(), limits.header_timeout, idle);
     let conn: Pin<Box<dyn Future<Output = ()> + Send>> = match sh.tls.clone().filter(|_| is_tls) {
         Some(acceptor) => {
             let stream =
@@ -267,11 +212,7 @@ async fn connection(
                     Ok(Ok(s)) => s,
                     _ => return None,
                 };
-            let io = TokioIo::new(Tracked {
-                io: stream,
-                last,
-                start,
-            });
+            let io = TokioIo::new(Tracked { io: stream, moved });
             let c = sh
                 .builder
                 .serve_connection_with_upgrades(io, service(true))
@@ -282,11 +223,7 @@ async fn connection(
             })
         }
         None => {
-            let io = TokioIo::new(Tracked {
-                io: tcp,
-                last,
-                start,
-            });
+            let io = TokioIo::new(Tracked { io: tcp, moved });
             let c = sh
                 .builder
                 .serve_connection_with_upgrades(io, service(false))
@@ -362,6 +299,8 @@ pub async fn serve(
     }
     let _ = tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown()).await;
 }
+
+mod front;
 
 #[cfg(test)]
 mod tests;

@@ -120,10 +120,7 @@ pub async fn router(node: Node) -> Result<axum::Router, ServerError> {
         .merge(rest)
         .merge(ops::router(node, metrics.clone()))
         // counts and times every routed request (REST by route template, gRPC by method)
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            ops::metrics::track,
-        ))
+        .layer(ops::metrics::TrackLayer(metrics))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

@@ -1,22 +1,25 @@
 //! Prometheus metrics (`prometheus-client`, OpenMetrics text): request counters and latency
-//! histograms recorded by a tower middleware on every route (REST by axum route template,
+//! histograms recorded by a tower layer ([`TrackLayer`]) on every route (REST by axum route template,
 //! gRPC by method), and gauges/counters computed at scrape time from [`Node::status`].
 //!
 //! Must not: label by raw request path (unbounded cardinality), or hold the node's lock.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use tower::{Layer, Service};
 
 use super::collector::NodeCollector;
 use super::window::{SecondStats, Window};
@@ -222,24 +225,99 @@ impl Metrics {
     }
 }
 
-/// Middleware (`axum::middleware::from_fn_with_state`) that counts and times every request.
-pub async fn track(State(m): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    // cheap clones (an Arc, a standard method); the path is copied only for gRPC calls
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let path = route
-        .as_ref()
-        .filter(|r| r.as_str().ends_with("/{*rest}"))
-        .map(|_| req.uri().path().to_string())
-        .unwrap_or_default();
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    m.record(
-        route.as_ref().map(MatchedPath::as_str),
-        &path,
-        &method,
-        &resp,
-        started.elapsed().as_secs_f64(),
-    );
-    resp
+/// Layer that counts and times every routed request ([`Track`]): a hand-written service, not
+/// `from_fn`, so a request costs no boxed future or service clone here.
+#[derive(Clone)]
+pub struct TrackLayer(pub Arc<Metrics>);
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// See [`TrackLayer`].
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        // cheap clones (an Arc, a standard method); the path is copied only for gRPC calls
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let path = route
+            .as_ref()
+            .filter(|r| r.as_str().ends_with("/{*rest}"))
+            .map(|_| req.uri().path().to_string())
+            .unwrap_or_default();
+        let method = req.method().clone();
+        TrackFuture {
+            fut: self.inner.call(req),
+            seen: Some(Seen {
+                metrics: self.metrics.clone(),
+                started,
+                route,
+                path,
+                method,
+            }),
+        }
+    }
+}
+
+/// What [`Track`] noted of a request when it arrived.
+struct Seen {
+    metrics: Arc<Metrics>,
+    started: Instant,
+    route: Option<MatchedPath>,
+    path: String,
+    method: Method,
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`Track`]: records the answer when it is ready.
+    pub struct TrackFuture<F> {
+        #[pin]
+        fut: F,
+        seen: Option<Seen>,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.fut.poll(cx));
+        if let (Ok(resp), Some(s)) = (&out, this.seen.take()) {
+            s.metrics.record(
+                s.route.as_ref().map(MatchedPath::as_str),
+                &s.path,
+                &s.method,
+                resp,
+                s.started.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(out)
+    }
 }
