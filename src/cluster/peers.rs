@@ -125,8 +125,9 @@ pub enum ChangeKind {
 /// What other nodes do for this one. Every call has a deadline.
 pub trait Peers: Send + Sync + 'static {
     /// Sends a batch of writes (stamped with the send time on the wire, so the receiver can drop
-    /// batches the sender gave up on).
-    fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>>;
+    /// batches the sender gave up on). Borrowed: the sender keeps the batch to resend it, and the
+    /// wire encoding reads it once, so no write is copied per call.
+    fn replicate<'a>(&'a self, to: &str, writes: &'a [Write]) -> BoxFuture<'a, PeerResult<()>>;
     /// Heartbeat carrying our incarnation and map epoch.
     fn heartbeat(
         &self,

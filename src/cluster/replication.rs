@@ -106,7 +106,9 @@ impl Node {
     /// `CKV_MAX_QUEUE_BYTES` is dropped first: that peer catches up by anti-entropy.
     pub fn enqueue(&self, write: Write, targets: &[String]) {
         let size = write_bytes(&write);
-        for peer in targets {
+        // the last queue takes the write itself, the others a copy
+        let mut write = Some(write);
+        for (i, peer) in targets.iter().enumerate() {
             let q = self.outbound(peer);
             let dropped = {
                 let mut queue = q.lock();
@@ -117,7 +119,12 @@ impl Node {
                     queue.clear();
                 }
                 queue.bytes += size;
-                queue.writes.push_back(write.clone());
+                let w = if i + 1 == targets.len() {
+                    write.take()
+                } else {
+                    write.clone()
+                };
+                queue.writes.extend(w);
                 dropped
             };
             if let Some((writes, bytes)) = dropped {
@@ -215,7 +222,7 @@ impl Node {
     async fn send_with_retry(&self, peer: &str, batch: &[Write]) -> Result<(), PeerError> {
         let mut attempt = 0;
         loop {
-            match self.peers.replicate(peer, batch.to_vec()).await {
+            match self.peers.replicate(peer, batch).await {
                 Ok(()) => return Ok(()),
                 Err(e @ PeerError::Refused(_)) => {
                     warn!(node = %self.me, %peer, error = %e, writes = batch.len(), "replication batch refused");

@@ -60,13 +60,13 @@ impl ScriptedPeers {
 }
 
 impl Peers for ScriptedPeers {
-    fn replicate(&self, _: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+    fn replicate<'a>(&'a self, _: &str, writes: &'a [Write]) -> BoxFuture<'a, PeerResult<()>> {
         Box::pin(async move {
             lock(&self.attempts).push(writes.len());
             if self.max_batch.is_some_and(|max| writes.len() > max) {
                 return Err(PeerError::Refused("OutOfRange: message too large".into()));
             }
-            lock(&self.accepted).extend(writes.into_iter().map(|w| w.key));
+            lock(&self.accepted).extend(writes.iter().map(|w| w.key.clone()));
             Ok(())
         })
     }

@@ -287,7 +287,7 @@ where
 }
 
 impl Peers for GrpcPeers {
-    fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+    fn replicate<'a>(&'a self, to: &str, writes: &'a [Write]) -> BoxFuture<'a, PeerResult<()>> {
         let to = to.to_string();
         Box::pin(async move {
             let mut c = ReplicationClient::new(self.channel(&to)?)

@@ -77,8 +77,10 @@ fn pushed(node: &Node, map: &ShardMap) -> PeerResult<()> {
 }
 
 impl Peers for SimPeers {
-    fn replicate(&self, to: &str, writes: Vec<Write>) -> BoxFuture<'_, PeerResult<()>> {
+    fn replicate<'a>(&'a self, to: &str, writes: &'a [Write]) -> BoxFuture<'a, PeerResult<()>> {
         let me = self.me.clone();
+        // the simulated receiver takes its own copy, as one decoded from the wire would be
+        let writes = writes.to_vec();
         self.run(to, self.net.rpc_timeout, move |n| async move {
             n.receive_writes(&me, 0, writes);
             Ok(())
