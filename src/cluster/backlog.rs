@@ -18,7 +18,7 @@ impl Node {
                 let in_scope = scope(&st.map, &self.me);
                 let n = st.replica.deliver_backlog(&in_scope, DRAIN_SLICE);
                 drop(in_scope);
-                drop(self.persist_replica(st, false));
+                self.persist_replica_unwaited(st, false);
                 let more = st.replica.has_backlog();
                 if !more {
                     st.replica.drain_finished();

@@ -117,7 +117,7 @@ impl Node {
                 Change::Map(st.map.clone()),
                 Change::Applied(Vec::new(), replica_meta(&st.replica)),
             ];
-            drop(node.persist(changes));
+            node.persist_unwaited(changes);
             node.persist_token_keys();
             let own = st.replica.clock.get(&node.me);
             (recovered, st.replica.store.len(), own)
@@ -141,18 +141,42 @@ impl Node {
         }
     }
 
-    /// Hands the replica's winning writes since the last call and its counters to storage
-    /// (call under the lock). With `force` the counters go even when no write changed (the
-    /// clock was raised by a sync, or the replica became complete).
-    pub(super) fn persist_replica(&self, st: &mut State, force: bool) -> Ticket {
+    /// [`Node::persist`] for changes nobody waits for (the storage may sync them a little later
+    /// than a client's write: see [`Storage::submit_unwaited`]).
+    pub(super) fn persist_unwaited(&self, changes: Vec<Change>) {
+        if let Some(s) = &self.storage {
+            s.submit_unwaited(changes);
+        }
+    }
+
+    /// The replica's winning writes since the last call and its counters (call under the
+    /// lock), if there is anything to store. With `force` the counters go even when no write
+    /// changed (the clock was raised by a sync, or the replica became complete).
+    fn replica_change(&self, st: &mut State, force: bool) -> Option<Change> {
         if self.storage.is_none() {
-            return Ticket::done();
+            return None;
         }
         let writes = st.replica.take_changes();
         if writes.is_empty() && !force {
-            return Ticket::done();
+            return None;
         }
-        self.persist(vec![Change::Applied(writes, replica_meta(&st.replica))])
+        Some(Change::Applied(writes, replica_meta(&st.replica)))
+    }
+
+    /// Hands the replica's winning writes since the last call and its counters to storage
+    /// (call under the lock); see [`Node::replica_change`].
+    pub(super) fn persist_replica(&self, st: &mut State, force: bool) -> Ticket {
+        match self.replica_change(st, force) {
+            Some(c) => self.persist(vec![c]),
+            None => Ticket::done(),
+        }
+    }
+
+    /// [`Node::persist_replica`] when nobody waits for it (a peer's writes applied, counters).
+    pub(super) fn persist_replica_unwaited(&self, st: &mut State, force: bool) {
+        if let Some(c) = self.replica_change(st, force) {
+            self.persist_unwaited(vec![c]);
+        }
     }
 
     /// The changes of a new map and, with it, of a new generation: a reshard committed here
@@ -192,13 +216,13 @@ impl Node {
             }
         }
         changes.push(Change::Map(st.map.clone()));
-        drop(self.persist(changes));
+        self.persist_unwaited(changes);
     }
 
     /// Keeps a reshard's staged keys (the first call, with none, opens the staging area).
     pub(super) fn persist_staged(&self, map: &ShardMap, writes: Vec<crate::domain::store::Write>) {
         if self.storage.is_some() {
-            drop(self.persist(vec![Change::Staged(map.clone(), writes)]));
+            self.persist_unwaited(vec![Change::Staged(map.clone(), writes)]);
         }
     }
 
@@ -212,7 +236,7 @@ impl Node {
         let mut saved = self.token_saved.lock().unwrap_or_else(|p| p.into_inner());
         if *saved != Some(current) {
             *saved = Some(current);
-            drop(self.persist(vec![Change::TokenKeys(token_key::known())]));
+            self.persist_unwaited(vec![Change::TokenKeys(token_key::known())]);
         }
     }
 
@@ -360,7 +384,7 @@ mod tests {
             let (w, _) =
                 st.replica
                     .local_write(&first.me, late.clone(), Some("\"late\"".into()), &meta);
-            drop(first.persist_replica(&mut st, false));
+            first.persist_replica_unwaited(&mut st, false);
             assert_eq!(w.key, late);
         }
         let before = storage.writes_submitted();

@@ -266,7 +266,7 @@ impl Node {
                 buffered += u32::from(o.buffered);
             }
             drop(in_scope);
-            drop(self.persist_replica(st, false));
+            self.persist_replica_unwaited(st, false);
             // a backlog the bounded drain left is delivered a slice per lock hold
             st.replica.schedule_drain()
         };

@@ -249,7 +249,7 @@ impl Node {
             let mut st = self.state();
             let matches = st.staging.as_ref().is_some_and(|s| s.map == *map);
             if matches {
-                drop(self.persist(vec![crate::storage::Change::Unstaged]));
+                self.persist_unwaited(vec![crate::storage::Change::Unstaged]);
             }
             matches.then(|| st.staging.take()).flatten()
         };

@@ -118,7 +118,7 @@ impl Node {
                 warn!(node = %self.me, epoch = map.epoch,
                       "the shard map dealt from VIEW differs from the cluster's; adopting the cluster's");
                 st.map = map;
-                drop(self.persist(vec![crate::storage::Change::Map(st.map.clone())]));
+                self.persist_unwaited(vec![crate::storage::Change::Map(st.map.clone())]);
                 return;
             }
         }

@@ -94,7 +94,7 @@ impl Node {
                         let (n, b) = batch_size(&writes);
                         (received, bytes) = (received + n, bytes + b);
                         changed += st.replica.absorb_writes(writes);
-                        drop(self.persist_replica(st, false));
+                        self.persist_replica_unwaited(st, false);
                         None
                     }
                     SnapshotPart::End { clock, .. } => {
@@ -102,7 +102,7 @@ impl Node {
                         if full {
                             st.replica.complete = true;
                         }
-                        drop(self.persist_replica(st, true));
+                        self.persist_replica_unwaited(st, true);
                         Some(st.replica.schedule_drain())
                     }
                 }

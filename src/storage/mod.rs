@@ -194,6 +194,12 @@ impl Ticket {
 pub trait Storage: Send + Sync {
     /// Queues `changes` (stored together, after everything submitted before).
     fn submit(&self, changes: Vec<Change>) -> Ticket;
+    /// [`Storage::submit`] for changes nobody waits for (a replica applying a peer's batch,
+    /// counters): stored in the same order, but an engine may sync them later than changes a
+    /// client waits for (`always`: in the OS at once, on the disk within 10 ms).
+    fn submit_unwaited(&self, changes: Vec<Change>) {
+        drop(self.submit(changes));
+    }
     /// Reads everything kept (at start-up, before any submit): every kept write is handed to
     /// `sink` as it is read (so no list of them all is built), the rest is returned.
     fn recover(&self, sink: &mut dyn FnMut(Kept, Write)) -> Result<Recovered, StorageError>;

@@ -350,6 +350,54 @@ async fn group_commit_answers_every_concurrent_submitter() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `always` syncs what somebody waits for at once, and what nobody waits for (a replica's
+/// applied batches, `submit_unwaited`) within 10 ms, not once per submission.
+#[tokio::test]
+async fn always_syncs_unwaited_changes_in_groups_and_soon() {
+    let dir = scratch("unwaited");
+    let s = FjallStorage::open(&dir, Fsync::Always).expect("open");
+    read(&s);
+    // one submission every 250 µs or more: a sync each would be ~40 syncs; one per 10 ms
+    // of the loop (plus the one that may be running at either end) is what is allowed
+    let started = std::time::Instant::now();
+    for i in 0..40u64 {
+        let w = write(&format!("r{i}"), i + 1, 1, Some("v"));
+        s.submit_unwaited(vec![Change::Applied(vec![w], meta(1, i + 1))]);
+        std::thread::sleep(std::time::Duration::from_micros(250));
+    }
+    let before = s.journal_syncs();
+    let allowed = started.elapsed().as_millis() as u64 / 10 + 2;
+    assert!(
+        before <= allowed,
+        "{before} syncs for 40 unwaited submissions in {:?}",
+        started.elapsed()
+    );
+    // synced soon without anybody waiting (bounded wait)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.journal_syncs() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(s.journal_syncs() >= 1, "unwaited changes never synced");
+    // a waited submission is synced before its ticket completes
+    let synced = s.journal_syncs();
+    s.submit(vec![Change::Applied(
+        vec![write("w", 41, 1, Some("v"))],
+        meta(1, 41),
+    )])
+    .wait()
+    .await
+    .expect("stored");
+    assert!(
+        s.journal_syncs() > synced,
+        "the waited write was answered unsynced"
+    );
+    drop(s);
+    let (r, writes, _) = read(&FjallStorage::open(&dir, Fsync::Always).expect("reopen"));
+    assert_eq!(writes.len(), 41);
+    assert_eq!(r.replica, Some(meta(1, 41)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_damaged_directory_is_refused_naming_it() {
     let dir = scratch("damaged");

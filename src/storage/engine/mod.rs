@@ -99,6 +99,11 @@ impl FjallStorage {
         })
     }
 
+    /// Syncs of the journal the storage made so far (`always` and `batch`).
+    pub fn journal_syncs(&self) -> u64 {
+        self.shared.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn start_background(&self) {
         let (shared, fsync, dir) = (self.shared.clone(), self.fsync, self.dir.clone());
         let handle = std::thread::Builder::new()
@@ -149,6 +154,21 @@ impl Storage for FjallStorage {
             self.shared.poke();
         }
         ticket
+    }
+
+    fn submit_unwaited(&self, changes: Vec<Change>) {
+        let mut guard = self.shared.core();
+        let Some(core) = guard.as_mut() else {
+            return;
+        };
+        core.submit(changes);
+        // `always`: committed and handed to the OS at once, synced within 10 ms (no waiter,
+        // so no sync of its own); otherwise as a submission whose ticket is dropped
+        let poke = self.fsync == Fsync::Always || core.pending() >= LEFTOVER_MAX || core.moved;
+        drop(guard);
+        if poke {
+            self.shared.poke();
+        }
     }
 
     fn recover(&self, sink: &mut dyn FnMut(Kept, Write)) -> Result<Recovered, StorageError> {
