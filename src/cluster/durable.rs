@@ -153,9 +153,7 @@ impl Node {
     /// lock), if there is anything to store. With `force` the counters go even when no write
     /// changed (the clock was raised by a sync, or the replica became complete).
     fn replica_change(&self, st: &mut State, force: bool) -> Option<Change> {
-        if self.storage.is_none() {
-            return None;
-        }
+        self.storage.as_ref()?;
         let writes = st.replica.take_changes();
         if writes.is_empty() && !force {
             return None;
